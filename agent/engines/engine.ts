@@ -1,0 +1,81 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * A connection to a database or cache on the agent's own node, with its secret
+ * already resolved from `password_file` / `password_env`. Never log this object.
+ */
+export interface ResolvedConnection {
+  host?: string;
+  port?: number;
+  /** Unix socket path (MariaDB: the socket file; PostgreSQL: the socket directory). */
+  socket?: string;
+  user?: string;
+  password?: string;
+}
+
+/** What the engine was asked to back up: a configured service. */
+export interface ServiceTarget {
+  /** Service name from the config, e.g. "db". */
+  name: string;
+  kind: 'mariadb' | 'mysql' | 'postgresql' | 'redis';
+  connection: ResolvedConnection;
+  /** Databases named in the config; empty means every non-system database. */
+  databases: string[];
+}
+
+/** Artifact formats; recorded in the manifest. */
+export type ArtifactFormat = 'sql' | 'pg_custom' | 'pg_globals' | 'rdb';
+
+/** One artifact an engine will produce for a service. */
+export interface DumpUnit {
+  /** Database name; '' for whole-server units (pg globals, redis). */
+  database: string;
+  format: ArtifactFormat;
+  /** Base file name without compression suffix, e.g. "sakila.sql", "sakila.pgdump", "globals.sql", "dump.rdb". */
+  fileName: string;
+}
+
+/** A running dump: raw (uncompressed) bytes come out of `stdout`. */
+export interface DumpProcess {
+  /**
+   * The raw dump. For tool-based engines this is the child process's stdout pipe,
+   * so that the agent can hand its file descriptor straight to `zstd` (no copy
+   * through JavaScript).
+   */
+  stdout: Readable;
+  /** Resolves when the dump finished successfully; rejects with ToolFailedError otherwise. */
+  wait(): Promise<void>;
+  /** Stops the dump at once (SIGKILL to the tool, cleanup of temp files). Safe to call twice. */
+  kill(): void;
+}
+
+export interface EngineContext {
+  /** Aborted when the task is cancelled; engines must stop their tools then. */
+  signal: AbortSignal;
+  /** A private scratch directory for this task on the agent (created, removed by the caller). */
+  workDir: string;
+  /** Appends a line to the activity log (no secrets). */
+  log(message: string): void;
+}
+
+/**
+ * A database or cache engine driven with its own tools.
+ *
+ * Rules: stream everything (never hold a dump in memory); never put a secret
+ * on a command line (use option files or the tools' environment variables);
+ * throw ToolMissingError naming the Debian package when a tool is absent.
+ */
+export interface Engine {
+  /** Lists the artifacts a backup of `service` will produce, in order. */
+  plan(service: ServiceTarget, ctx: EngineContext): Promise<DumpUnit[]>;
+  /** Starts dumping one unit. */
+  dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess>;
+  /**
+   * Restores one unit from `input` (raw, already decompressed bytes) into the
+   * service, replacing what is there so that the data equals the backup.
+   * Resolves when the data is fully applied.
+   */
+  restore(service: ServiceTarget, unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void>;
+  /** A sentence for the manifest on what consistency the dump gives (e.g. InnoDB-only snapshot). */
+  consistency: string;
+}

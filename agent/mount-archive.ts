@@ -1,0 +1,881 @@
+/**
+ * Mounts (plain directory trees) as tar streams, and their restore.
+ *
+ * Archive format: POSIX ustar with pax extended headers for long or non-ASCII names and link
+ * targets, uncompressed (the agent compresses with zstd), written with `tar-stream`'s packer and
+ * readable by GNU tar and bsdtar. The first entry is `./`, the root itself; then the tree, depth
+ * first, names sorted, relative to the root with `/` separators. Kept per entry: the type
+ * (directory, regular file, symlink), the permission bits including setuid/setgid/sticky
+ * (`mode & 0o7777`), numeric owner and group, and mtime in whole seconds (ustar stores seconds;
+ * sub-second parts are dropped). Symlinks keep their exact target as `readlink` returns it,
+ * absolute or relative, dangling or not.
+ *
+ * Not kept: hard links (each link is archived as a separate file), sparseness (holes are
+ * archived as zeros), extended attributes, ACLs, atimes, sockets, FIFOs and device nodes (skipped and counted), and names that are not valid UTF-8
+ * (skipped and counted: tar-stream writes names as UTF-8).
+ *
+ * Why not archiver's own `directory()`/`file()`/`symlink()`: archiver rewrites entry names with
+ * `sanitizePath` (a backslash becomes `/`, and a leading `word:` is stripped as if it were a Windows
+ * drive, so `a:b` is stored as `b`), rewrites symlink targets to relative ones, and gives
+ * `symlink()` entries the current time. archiver builds its tar streams with tar-stream, which is
+ * used here directly.
+ *
+ * A mount is not snapshotted: a file that changes while it is read is archived with the size it
+ * had when opened (cut or padded with zeros, as GNU tar does) and counted in `changed`; a file
+ * removed before it is read is counted in `vanished`.
+ */
+import { constants as fsConstants, type Stats } from 'node:fs';
+import {
+  chmod,
+  chown,
+  lchown,
+  lstat,
+  lutimes,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  readlink,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  symlink,
+  unlink,
+  utimes,
+  type FileHandle,
+} from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { PassThrough, Transform, type Readable } from 'node:stream';
+
+import { extract as tarExtract, pack as tarPack, type Extract, type Header, type Pack } from 'tar-stream';
+
+import {
+  ArtifactCorruptError,
+  EnvsnapError,
+  TaskAbortedError,
+  UnsafeArchiveEntryError,
+} from '../shared/errors.js';
+
+/** Top-level names envsnap uses inside a mount while restoring; never archived, never restored. */
+export const RESERVED_PREFIXES: readonly string[] = ['.envsnap-staging-', '.envsnap-old-'];
+const [STAGING_PREFIX, OLD_PREFIX] = ['.envsnap-staging-', '.envsnap-old-'] as const;
+
+const READ_CHUNK = 256 * 1024;
+/** Files up to this size are read whole ahead of the writer; larger ones are streamed. */
+const SMALL_FILE_BYTES = 1024 * 1024;
+/** Entries prepared ahead of the writer (so at most this many small files are held in memory). */
+const PREFETCH_ENTRIES = 16;
+/** Directory entries stat'ed in parallel. */
+const LSTAT_BATCH = 32;
+const EMPTY = Buffer.alloc(0);
+/** Small files whose writes may run at the same time during a restore. */
+const BACKGROUND_WRITES = 16;
+const CREATE_FILE_FLAGS =
+  fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+const OUTPUT_HIGH_WATER_MARK = 1024 * 1024;
+/** The largest uid/gid an ustar header holds (7 octal digits); larger ones go into pax records. */
+const MAX_USTAR_ID = 0o7777777;
+const END_OF_ARCHIVE_BYTES = 1024;
+
+/** What tar-stream's packer takes for an entry. */
+type EntryHeader = Partial<Header> & Pick<Header, 'name'>;
+/** The writable side of one packed entry. */
+type Sink = ReturnType<Pack['entry']>;
+
+export interface CreateMountArchiveOptions {
+  /**
+   * Paths to leave out, as globs matched against each entry's path relative to the root (POSIX
+   * separators, no leading `./`): `*` and `?` match within one path component, `**` across
+   * components. A pattern without `/` matches a name at any depth (`*.tmp`, `cache`); one with
+   * `/` is anchored at the root (`var/cache`, `logs/**`). A matching directory is left out with
+   * everything under it.
+   */
+  exclude?: string[];
+  /** Aborting stops the walk, destroys the stream and rejects `done` with TaskAbortedError. */
+  signal?: AbortSignal;
+  /** Receives one line per skipped, changed or vanished entry (paths, never content). */
+  log?: (message: string) => void;
+}
+
+export interface MountArchiveResult {
+  /** Entries written, the root's `./` included. */
+  entries: number;
+  /** Bytes of regular-file content written (tar headers and padding not counted). */
+  bytes: number;
+  /** Sockets, FIFOs, devices and non-UTF-8 names left out. */
+  skipped: number;
+  /** Files whose size or mtime changed while they were read. */
+  changed: number;
+  /** Entries that disappeared between listing and reading. */
+  vanished: number;
+}
+
+/**
+ * Streams the tree under `root` as an uncompressed tar (see the file comment for what is kept).
+ *
+ * `stream` is a Node Readable; `done` resolves once the whole archive was written into it, and
+ * rejects when reading the tree fails, when `signal` aborts (TaskAbortedError), or when the consumer
+ * destroys `stream` before the end. Memory stays bounded: file contents are streamed with
+ * backpressure, and the walk waits while the consumer is behind.
+ * Top-level `.envsnap-staging-*` and `.envsnap-old-*` entries (a restore in progress) are skipped.
+ */
+export function createMountArchive(
+  root: string,
+  opts: CreateMountArchiveOptions = {},
+): { stream: Readable; done: Promise<MountArchiveResult> } {
+  const pack = tarPack();
+  const out = new PassThrough({ highWaterMark: OUTPUT_HIGH_WATER_MARK });
+  pack.pipe(out);
+
+  const stopper = new Stopper();
+  const onAbort = (): void => stopper.stop(new TaskAbortedError('mount archive was stopped'));
+  if (opts.signal?.aborted) onAbort();
+  else opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let finishedWriting = false;
+  out.once('close', () => {
+    if (!finishedWriting) stopper.stop(new Error('the archive stream was closed before the end'));
+  });
+  pack.on('error', (err: Error) => stopper.stop(err));
+
+  const walker = new TreeWalker(root, pack, out, stopper, opts);
+  const done = (async () => {
+    try {
+      await walker.run();
+      const outputDone = new Promise<void>((resolve) => out.once('finish', resolve));
+      pack.finalize();
+      await stopper.race(outputDone);
+      finishedWriting = true;
+      return walker.result;
+    } catch (err) {
+      const reason = stopper.reason ?? err;
+      pack.destroy(reason as Error);
+      out.destroy(reason as Error);
+      throw reason;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  })();
+  done.catch(() => {});
+  return { stream: out, done };
+}
+
+/** Holds the first reason to stop, and makes every wait give up when it comes. */
+class Stopper {
+  reason: unknown = undefined;
+  private readonly stopped: Promise<never>;
+  private fire!: (err: unknown) => void;
+
+  constructor() {
+    this.stopped = new Promise<never>((_resolve, reject) => {
+      this.fire = reject;
+    });
+    this.stopped.catch(() => {});
+  }
+
+  stop(err: unknown): void {
+    if (this.reason !== undefined) return;
+    this.reason = err;
+    this.fire(err);
+  }
+
+  check(): void {
+    if (this.reason !== undefined) throw this.reason as Error;
+  }
+
+  race<T>(work: Promise<T>): Promise<T> {
+    return Promise.race([work, this.stopped]);
+  }
+}
+
+/** An entry found by the walk, with its lstat. */
+interface FoundEntry {
+  path: string;
+  abs: string;
+  st: Stats;
+}
+
+/** An entry ready to be written: a header (with the content of a small file), or a large file to stream. */
+type PreparedEntry =
+  | { kind: 'entry'; header: EntryHeader; body?: Buffer }
+  | { kind: 'large-file'; path: string; abs: string }
+  | { kind: 'none' };
+
+class TreeWalker {
+  readonly result: MountArchiveResult = { entries: 0, bytes: 0, skipped: 0, changed: 0, vanished: 0 };
+  private readonly exclude: RegExp[];
+  private readonly log: (message: string) => void;
+
+  constructor(
+    private readonly root: string,
+    private readonly pack: Pack,
+    private readonly out: PassThrough,
+    private readonly stopper: Stopper,
+    opts: CreateMountArchiveOptions,
+  ) {
+    this.exclude = (opts.exclude ?? []).map(globToRegExp);
+    this.log = opts.log ?? (() => {});
+  }
+
+  /**
+   * Walks and writes the tree. File-system calls cost a thread-pool round trip each, so the walk
+   * stats a directory's entries in parallel batches, and up to PREFETCH_ENTRIES entries ahead of
+   * the writer are prepared (small files read whole) while it writes, in archive order.
+   */
+  async run(): Promise<void> {
+    const st = await stat(this.root);
+    if (!st.isDirectory()) throw new Error(`mount root ${this.root} is not a directory`);
+    await this.write({ kind: 'entry', header: { name: './', type: 'directory', ...meta(st) } });
+    const found = this.find(this.root, '');
+    const ahead: Promise<PreparedEntry>[] = [];
+    let exhausted = false;
+    for (;;) {
+      while (!exhausted && ahead.length < PREFETCH_ENTRIES) {
+        const next = await found.next();
+        if (next.done) exhausted = true;
+        else {
+          const prepared = this.prepare(next.value);
+          prepared.catch(() => {});
+          ahead.push(prepared);
+        }
+      }
+      const prepared = ahead.shift();
+      if (!prepared) return;
+      await this.write(await prepared);
+    }
+  }
+
+  private async *find(dir: string, rel: string): AsyncGenerator<FoundEntry> {
+    this.stopper.check();
+    let raw: Buffer[];
+    try {
+      raw = await readdir(dir, { encoding: 'buffer' });
+    } catch (err) {
+      if (isGone(err)) return this.vanished(rel);
+      throw err;
+    }
+    raw.sort((a, b) => Buffer.compare(a, b));
+    const candidates: { path: string; abs: string }[] = [];
+    for (const bytes of raw) {
+      const name = bytes.toString('utf8');
+      if (!Buffer.from(name, 'utf8').equals(bytes)) {
+        this.skip(`${rel === '' ? '' : `${rel}/`}${bytes.toString('latin1')}`, 'name is not valid UTF-8');
+        continue;
+      }
+      if (rel === '' && isReserved(name)) continue;
+      const path = rel === '' ? name : `${rel}/${name}`;
+      if (this.exclude.some((re) => re.test(path))) continue;
+      candidates.push({ path, abs: join(dir, name) });
+    }
+    for (let i = 0; i < candidates.length; i += LSTAT_BATCH) {
+      const batch = candidates.slice(i, i + LSTAT_BATCH);
+      const stats = await Promise.all(
+        batch.map(({ abs }) =>
+          lstat(abs).catch((err: unknown) => {
+            if (isGone(err)) return null;
+            throw err;
+          }),
+        ),
+      );
+      for (const [j, { path, abs }] of batch.entries()) {
+        const st = stats[j];
+        if (!st) {
+          this.vanished(path);
+          continue;
+        }
+        yield { path, abs, st };
+        if (st.isDirectory()) yield* this.find(abs, path);
+      }
+    }
+  }
+
+  private async prepare({ path, abs, st }: FoundEntry): Promise<PreparedEntry> {
+    if (st.isDirectory())
+      return { kind: 'entry', header: { name: `${path}/`, type: 'directory', ...meta(st) } };
+    if (st.isSymbolicLink()) {
+      let target: Buffer;
+      try {
+        target = await readlink(abs, { encoding: 'buffer' });
+      } catch (err) {
+        if (isGone(err) || (err as NodeJS.ErrnoException).code === 'EINVAL') return this.vanished(path);
+        throw err;
+      }
+      const linkname = target.toString('utf8');
+      if (!Buffer.from(linkname, 'utf8').equals(target))
+        return this.skip(path, 'link target is not valid UTF-8');
+      return { kind: 'entry', header: { name: path, type: 'symlink', linkname, ...meta(st) } };
+    }
+    if (!st.isFile()) return this.skip(path, 'not a regular file, directory or symlink');
+    if (st.size > SMALL_FILE_BYTES) return { kind: 'large-file', path, abs };
+    const fh = await this.openFile(abs, path);
+    if (!fh) return { kind: 'none' };
+    try {
+      const now = await fh.stat();
+      if (!now.isFile()) return this.vanished(path); // replaced between lstat and open
+      const body = Buffer.alloc(now.size);
+      let pos = 0;
+      while (pos < body.length) {
+        const { bytesRead } = await fh.read(body, pos, body.length - pos, pos);
+        if (bytesRead === 0) break; // shrank: the rest stays zero
+        pos += bytesRead;
+      }
+      await this.checkUnchanged(fh, now, path, pos < body.length);
+      return { kind: 'entry', header: { name: path, type: 'file', size: body.length, ...meta(now) }, body };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private async write(prepared: PreparedEntry): Promise<void> {
+    if (prepared.kind === 'none') return;
+    await this.waitForConsumer();
+    if (prepared.kind === 'large-file') return this.writeLargeFile(prepared.abs, prepared.path);
+    const { header, body } = prepared;
+    await this.writeEntry((cb) => this.pack.entry(header, body ?? EMPTY, cb));
+    if (body) this.result.bytes += body.length;
+  }
+
+  /** Streams a file too large to prepare in memory, in READ_CHUNK pieces, with backpressure. */
+  private async writeLargeFile(abs: string, path: string): Promise<void> {
+    const fh = await this.openFile(abs, path);
+    if (!fh) return;
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) return void this.vanished(path);
+      const size = st.size;
+      let pos = 0;
+      let short = false;
+      await this.writeEntry(async (cb) => {
+        const sink = this.pack.entry({ name: path, type: 'file', size, ...meta(st) }, cb);
+        while (pos < size) {
+          this.stopper.check();
+          const want = Math.min(READ_CHUNK, size - pos);
+          let chunk: Buffer;
+          if (short) {
+            chunk = Buffer.alloc(want);
+          } else {
+            const buf = Buffer.allocUnsafe(want);
+            const { bytesRead } = await fh.read(buf, 0, want, pos);
+            if (bytesRead === 0) {
+              short = true; // shrank: pad with zeros to the announced size
+              continue;
+            }
+            chunk = buf.subarray(0, bytesRead);
+          }
+          pos += chunk.length;
+          if (!sink.write(chunk)) await this.stopper.race(sinkDrained(sink));
+        }
+        sink.end(null);
+      });
+      this.result.bytes += size;
+      await this.checkUnchanged(fh, st, path, short);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Opens a file for reading without following a symlink swapped in; null when it is gone. */
+  private async openFile(abs: string, path: string): Promise<FileHandle | null> {
+    try {
+      return await open(abs, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+    } catch (err) {
+      if (isGone(err) || (err as NodeJS.ErrnoException).code === 'ELOOP') {
+        this.vanished(path);
+        return null;
+      }
+      throw err;
+    }
+  }
+
+  private async checkUnchanged(fh: FileHandle, before: Stats, path: string, short: boolean): Promise<void> {
+    const after = await fh.stat();
+    if (short || after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+      this.result.changed++;
+      this.log(`mount archive: ${path} changed while it was read`);
+    }
+  }
+
+  /**
+   * Adds one entry: `start` calls tar-stream's `pack.entry` with the callback it is given (and
+   * writes the content into the sink for a streamed file).
+   */
+  private async writeEntry(start: (cb: (err?: Error | null) => void) => unknown): Promise<void> {
+    this.stopper.check();
+    let started: Promise<unknown> = Promise.resolve();
+    const written = new Promise<void>((resolve, reject) => {
+      started = Promise.resolve(start((err) => (err ? reject(err) : resolve())));
+    });
+    written.catch(() => {});
+    await this.stopper.race(started);
+    await this.stopper.race(written);
+    this.result.entries++;
+  }
+
+  /** Waits while the consumer has not taken what was produced (keeps memory bounded). */
+  private async waitForConsumer(): Promise<void> {
+    while (this.out.writableNeedDrain) await this.stopper.race(drained(this.out));
+  }
+
+  private skip(path: string, why: string): PreparedEntry {
+    this.result.skipped++;
+    this.log(`mount archive: skipped ${path}: ${why}`);
+    return { kind: 'none' };
+  }
+
+  private vanished(path: string): PreparedEntry & { kind: 'none' } {
+    this.result.vanished++;
+    this.log(`mount archive: ${path || '.'} vanished while the tree was read`);
+    return { kind: 'none' };
+  }
+}
+
+function meta(
+  st: Stats,
+): Pick<EntryHeader, 'mode' | 'mtime' | 'uid' | 'gid'> & { pax?: Record<string, string> } {
+  const header: Pick<EntryHeader, 'mode' | 'mtime' | 'uid' | 'gid'> & { pax?: Record<string, string> } = {
+    mode: st.mode & 0o7777,
+    mtime: new Date(Math.floor(st.mtimeMs / 1000) * 1000),
+    uid: st.uid,
+    gid: st.gid,
+  };
+  if (st.uid > MAX_USTAR_ID || st.gid > MAX_USTAR_ID) {
+    header.pax = { uid: String(st.uid), gid: String(st.gid) };
+    header.uid = 0;
+    header.gid = 0;
+  }
+  return header;
+}
+
+/** Resolves on 'drain'; rejects when the stream closes or fails first. */
+function drained(stream: PassThrough): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const settle = (err?: Error): void => {
+      stream.off('drain', onDrain).off('close', onClose).off('error', onError);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => settle();
+    const onClose = (): void => settle(new Error('the archive stream closed'));
+    const onError = (err: Error): void => settle(err);
+    stream.on('drain', onDrain).on('close', onClose).on('error', onError);
+  });
+}
+
+/** {@link drained} for a tar-stream entry sink (a streamx Writable). */
+function sinkDrained(sink: Sink): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const settle = (err?: Error): void => {
+      sink.off('drain', onDrain).off('close', onClose).off('error', onError);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => settle();
+    const onClose = (): void => settle(new Error('the archive entry closed'));
+    const onError = (err: Error): void => settle(err);
+    sink.on('drain', onDrain).on('close', onClose).on('error', onError);
+  });
+}
+
+function isGone(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+function isReserved(topLevelName: string): boolean {
+  return RESERVED_PREFIXES.some((prefix) => topLevelName.startsWith(prefix));
+}
+
+/** Compiles an exclude pattern (see {@link CreateMountArchiveOptions.exclude}). */
+export function globToRegExp(pattern: string): RegExp {
+  const p = pattern
+    .replace(/^(\.\/)+/, '')
+    .replace(/^\/+/, '')
+    .replace(/\/+$/, '');
+  let body = '';
+  for (let i = 0; i < p.length; i++) {
+    const ch = p.charAt(i);
+    if (ch === '*' && p[i + 1] === '*') {
+      // `**/` matches zero or more leading components; a bare `**` anything.
+      if (p[i + 2] === '/') {
+        body += '(?:.*/)?';
+        i += 2;
+      } else {
+        body += '.*';
+        i += 1;
+      }
+    } else if (ch === '*') body += '[^/]*';
+    else if (ch === '?') body += '[^/]';
+    else body += ch.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(p.includes('/') ? `^${body}$` : `(?:^|/)${body}$`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore
+
+export interface ExtractMountArchiveOptions {
+  /** Aborting destroys the streams, removes the staging directory and rejects with TaskAbortedError. */
+  signal?: AbortSignal;
+}
+
+/** An entry header as tar-stream's extractor fills it in. */
+type ArchiveHeader = Omit<Header, 'type' | 'pax'> & {
+  type: Header['type'] | 'pax-header' | 'pax-global-header' | 'gnu-long-path' | 'gnu-long-link-path' | null;
+  /** Offset of the entry's data in the archive, in bytes. */
+  byteOffset?: number;
+  pax?: Record<string, string> | null;
+};
+/** One entry's content, as tar-stream's extractor yields it. */
+type Source = Extract extends AsyncIterable<infer S> ? S : never;
+
+interface DirMeta {
+  mode: number;
+  mtime: Date;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Restores an archive into `root` so that the tree equals the archive: entries not in the archive
+ * are removed.
+ *
+ * How: everything is extracted into `<root>/.envsnap-staging-<random>` (mode 0700; inside the root so
+ * that it works when the root is a mount point and every rename stays on one filesystem). Then the
+ * current top-level entries move into `<root>/.envsnap-old-<random>`, the staged ones move up, the
+ * root gets the mode, owner and mtime of the archive's `./` entry if it has one, and the old
+ * directory is removed. Needs free space for a second copy while it runs. A failure before the swap
+ * leaves the live tree untouched; a failure during the swap moves everything back. Nested mount
+ * points under the root cannot be moved and make the swap fail (and roll back). Leftover
+ * `.envsnap-*` directories of an interrupted restore are left alone.
+ *
+ * Refused with UnsafeArchiveEntryError, before anything outside the staging directory changes: an
+ * empty or absolute name, a `..` component, a reserved top-level name, a parent that is a symlink or
+ * not a directory (so `a -> /etc` then `a/passwd` cannot write through the link), hard links,
+ * devices, FIFOs and unknown entry types. Symlinks are created as they are and never followed.
+ * Files are written with their mode and, when running as root, their owner (numeric ids, like
+ * `tar --numeric-owner`); directory modes and mtimes are applied last, deepest first, since
+ * creating children changes a directory's mtime. A truncated archive (one that does not end with
+ * the two zero blocks of the end-of-archive marker) or a corrupt one rejects, leaving the tree as
+ * it was, with ArtifactCorruptError.
+ *
+ * Resolves with the number of archive entries applied.
+ */
+export async function extractMountArchive(
+  input: Readable,
+  root: string,
+  opts: ExtractMountArchiveOptions = {},
+): Promise<{ entries: number }> {
+  if (opts.signal?.aborted) throw new TaskAbortedError('mount restore was stopped');
+  await mkdir(root, { recursive: true });
+  const rootBefore = await stat(root);
+  if (!rootBefore.isDirectory()) throw new Error(`mount root ${root} is not a directory`);
+  // Adding and removing the staging directory touches the root's mtime: a failed restore puts it back.
+  const putRootTimesBack = (): Promise<void> =>
+    utimes(root, rootBefore.atimeMs / 1000, rootBefore.mtimeMs / 1000).catch(() => {});
+  const staging = await mkdtemp(join(root, STAGING_PREFIX));
+  const extractor = new StagingExtractor(staging);
+  try {
+    await extractor.run(input, opts.signal);
+    opts.signal?.throwIfAborted();
+    await extractor.applyDirectoryMeta();
+    opts.signal?.throwIfAborted();
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    await putRootTimesBack();
+    if (opts.signal?.aborted) throw new TaskAbortedError('mount restore was stopped', { cause: err });
+    throw err;
+  }
+  // From here on the swap runs to its end (or rolls back): it is a series of renames.
+  try {
+    await swapIn(root, staging, extractor.topLevelDirs());
+  } catch (err) {
+    await putRootTimesBack();
+    throw err;
+  }
+  if (extractor.rootMeta) await applyMeta(root, extractor.rootMeta, { follow: true });
+  return { entries: extractor.entries };
+}
+
+class StagingExtractor {
+  entries = 0;
+  rootMeta: DirMeta | undefined;
+  private readonly dirs = new Map<string, DirMeta>();
+  /** Staging paths known to be real directories (not symlinks); cleared when one is replaced. */
+  private readonly knownDirs = new Set<string>();
+  private readonly asRoot = process.getuid?.() === 0;
+  private readonly pending = new Set<Promise<void>>();
+  private backgroundError: unknown = undefined;
+
+  constructor(private readonly staging: string) {}
+
+  async run(input: Readable, signal: AbortSignal | undefined): Promise<void> {
+    let total = 0;
+    let endOfLastEntry = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        total += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    const extract = tarExtract();
+    let passedOn: unknown = undefined;
+    const fail = (err: unknown): void => {
+      passedOn = err;
+      extract.destroy(err as Error);
+    };
+    input.on('error', fail);
+    const onAbort = (): void => {
+      fail(new TaskAbortedError('mount restore was stopped'));
+      input.destroy();
+    };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    input.pipe(counter).pipe(extract);
+    try {
+      for await (const entry of extract) {
+        const header = entry.header as ArchiveHeader;
+        await this.apply(header, entry);
+        this.entries++;
+        endOfLastEntry = (header.byteOffset ?? 0) + Math.ceil((header.size ?? 0) / 512) * 512;
+      }
+      await this.settle();
+    } catch (err) {
+      input.unpipe(counter);
+      input.destroy();
+      extract.destroy();
+      await Promise.allSettled(this.pending);
+      // Besides the input's own error, ours and the file system's (which have a syscall), what comes
+      // out of tar-stream is a parse error: the archive is corrupt or cut short.
+      if (err === passedOn || err instanceof EnvsnapError || (err as NodeJS.ErrnoException).syscall)
+        throw err;
+      const why = err instanceof Error ? err.message : String(err);
+      throw new ArtifactCorruptError(
+        `the mount archive is corrupt: ${why.charAt(0).toLowerCase()}${why.slice(1)}`,
+        {
+          cause: err,
+        },
+      );
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      input.removeListener('error', fail);
+    }
+    if (total - endOfLastEntry < END_OF_ARCHIVE_BYTES) {
+      throw new ArtifactCorruptError('the mount archive is truncated: it lacks the end-of-archive marker');
+    }
+  }
+
+  private async apply(header: ArchiveHeader, entry: Source): Promise<void> {
+    const name = header.name;
+    const parts = entryParts(name);
+    const type = header.type;
+    const metaOf = (): DirMeta => ({
+      mode: (header.mode ?? 0) & 0o7777,
+      mtime: header.mtime ?? new Date(0),
+      uid: header.pax?.uid !== undefined ? Number(header.pax.uid) : (header.uid ?? 0),
+      gid: header.pax?.gid !== undefined ? Number(header.pax.gid) : (header.gid ?? 0),
+    });
+    if (type === 'link') throw new UnsafeArchiveEntryError(name, 'hard links are not restored');
+    if (type === 'character-device' || type === 'block-device' || type === 'fifo') {
+      throw new UnsafeArchiveEntryError(name, `${type} entries are not restored`);
+    }
+    if (type !== 'file' && type !== 'contiguous-file' && type !== 'directory' && type !== 'symlink') {
+      throw new UnsafeArchiveEntryError(name, `unsupported entry type ${String(type)}`);
+    }
+    if (parts.length === 0) {
+      if (type !== 'directory') throw new UnsafeArchiveEntryError(name, 'the root entry must be a directory');
+      this.rootMeta = metaOf();
+      entry.resume();
+      return;
+    }
+    const [top = '', ...rest] = parts;
+    if (isReserved(top)) throw new UnsafeArchiveEntryError(name, 'the name is reserved for envsnap');
+    if (type === 'symlink' && !header.linkname)
+      throw new UnsafeArchiveEntryError(name, 'symlink without a target');
+
+    const parent = await this.ensureParents(name, parts);
+    const path = join(parent, rest.at(-1) ?? top);
+    const relPath = parts.join('/');
+    const m = metaOf();
+    if (type === 'directory') {
+      entry.resume();
+      await this.create(path, relPath, true, () => mkdir(path, { mode: 0o700 }));
+      this.knownDirs.add(path);
+      this.dirs.set(relPath, m);
+      return;
+    }
+    if (type === 'symlink') {
+      entry.resume();
+      await this.create(path, relPath, false, () => symlink(header.linkname, path));
+      if (this.asRoot) await lchown(path, m.uid, m.gid);
+      await lutimes(path, m.mtime, m.mtime);
+      return;
+    }
+    const fh = (await this.create(path, relPath, false, () => open(path, CREATE_FILE_FLAGS, 0o600)))!;
+    // From here on only the descriptor is used, so later entries cannot redirect these writes.
+    if ((header.size ?? 0) > SMALL_FILE_BYTES) return finishFile(fh, entry, m, this.asRoot);
+    const chunks: Buffer[] = [];
+    try {
+      for await (const data of entry) chunks.push(data as Buffer);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    await this.inBackground(finishFile(fh, Buffer.concat(chunks), m, this.asRoot));
+  }
+
+  /**
+   * Runs `make` to create `path`; when something is already there (an archive may name a path
+   * twice; the later entry wins, as with tar), removes it first, except an existing directory when
+   * `keepDirectory` is set (then returns null).
+   */
+  private async create<T>(
+    path: string,
+    relPath: string,
+    keepDirectory: boolean,
+    make: () => Promise<T>,
+  ): Promise<T | null> {
+    try {
+      return await make();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const existing = await lstat(path);
+    if (existing.isDirectory()) {
+      if (keepDirectory) return null;
+      await rm(path, { recursive: true });
+      this.knownDirs.clear();
+      for (const key of [...this.dirs.keys()]) {
+        if (key === relPath || key.startsWith(`${relPath}/`)) this.dirs.delete(key);
+      }
+    } else {
+      await unlink(path);
+    }
+    return make();
+  }
+
+  /** Lets a small file's writes run while the next entries are read, BACKGROUND_WRITES at most. */
+  private async inBackground(task: Promise<void>): Promise<void> {
+    const tracked: Promise<void> = task
+      .catch((err: unknown) => {
+        this.backgroundError ??= err;
+      })
+      .finally(() => this.pending.delete(tracked));
+    this.pending.add(tracked);
+    while (this.pending.size >= BACKGROUND_WRITES) await Promise.race(this.pending);
+    if (this.backgroundError !== undefined) throw this.backgroundError as Error;
+  }
+
+  /** Waits for the background writes; throws the first of their errors. */
+  private async settle(): Promise<void> {
+    await Promise.all(this.pending);
+    if (this.backgroundError !== undefined) throw this.backgroundError as Error;
+  }
+
+  /** Checks (and creates, mode 0755) every parent of the entry inside the staging directory. */
+  private async ensureParents(name: string, parts: string[]): Promise<string> {
+    let dir = this.staging;
+    for (const part of parts.slice(0, -1)) {
+      dir = join(dir, part);
+      if (this.knownDirs.has(dir)) continue;
+      const st = await lstat(dir).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        throw err;
+      });
+      if (st === null) await mkdir(dir, { mode: 0o755 });
+      else if (st.isSymbolicLink())
+        throw new UnsafeArchiveEntryError(name, 'a parent directory is a symlink');
+      else if (!st.isDirectory()) throw new UnsafeArchiveEntryError(name, 'a parent is not a directory');
+      this.knownDirs.add(dir);
+    }
+    return dir;
+  }
+
+  /** Applies directory owners, modes and mtimes, deepest first. */
+  async applyDirectoryMeta(): Promise<void> {
+    const dirs = [...this.dirs.entries()].sort((a, b) => depth(b[0]) - depth(a[0]));
+    for (const [rel, m] of dirs) await applyMeta(join(this.staging, rel), m, { follow: false });
+  }
+
+  /** Top-level directories and their mtimes, to set again after they moved up. */
+  topLevelDirs(): Map<string, Date> {
+    const top = new Map<string, Date>();
+    for (const [rel, m] of this.dirs) if (!rel.includes('/')) top.set(rel, m.mtime);
+    return top;
+  }
+}
+
+/**
+ * Sets a directory's owner (when running as root), mode and mtime. `follow` is for the mount root,
+ * which may be configured as a symlink to the real directory; staged directories are never links.
+ */
+async function applyMeta(path: string, m: DirMeta, { follow }: { follow: boolean }): Promise<void> {
+  if (process.getuid?.() === 0) await (follow ? chown : lchown)(path, m.uid, m.gid);
+  await chmod(path, m.mode);
+  await utimes(path, m.mtime, m.mtime);
+}
+
+/** Splits an archive entry name into safe components; [] is the root. Throws UnsafeArchiveEntryError. */
+export function entryParts(name: string): string[] {
+  if (name === '') throw new UnsafeArchiveEntryError(name, 'empty name');
+  if (name.includes('\0')) throw new UnsafeArchiveEntryError(name, 'the name contains a NUL byte');
+  if (name.startsWith('/')) throw new UnsafeArchiveEntryError(name, 'absolute path');
+  const parts = name.split('/').filter((part) => part !== '' && part !== '.');
+  if (parts.includes('..')) throw new UnsafeArchiveEntryError(name, 'the path contains ".."');
+  return parts;
+}
+
+/** Writes a file's content through its descriptor, then its owner (as root), mode and mtime, and closes it. */
+async function finishFile(
+  fh: FileHandle,
+  content: Buffer | AsyncIterable<unknown>,
+  m: DirMeta,
+  asRoot: boolean,
+): Promise<void> {
+  try {
+    for await (const data of Buffer.isBuffer(content) ? [content] : content) {
+      const chunk = data as Buffer;
+      let off = 0;
+      while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+    }
+    if (asRoot) await fh.chown(m.uid, m.gid);
+    await fh.chmod(m.mode);
+    await fh.utimes(m.mtime, m.mtime);
+  } finally {
+    await fh.close();
+  }
+}
+
+function depth(rel: string): number {
+  return rel.split('/').length;
+}
+
+/** Moves the staged tree into `root` in place of its current content (see extractMountArchive). */
+async function swapIn(root: string, staging: string, topLevelDirs: Map<string, Date>): Promise<void> {
+  const old = await mkdtemp(join(root, OLD_PREFIX));
+  const keep = new Set([basename(staging), basename(old)]);
+  const current = (await readdir(root)).filter((name) => !keep.has(name) && !isReserved(name));
+  const staged = await readdir(staging);
+  const moved: string[] = [];
+  const placed: string[] = [];
+  try {
+    for (const name of current) {
+      await rename(join(root, name), join(old, name));
+      moved.push(name);
+    }
+    for (const name of staged) {
+      await rename(join(staging, name), join(root, name));
+      placed.push(name);
+    }
+  } catch (err) {
+    for (const name of placed.reverse()) await rename(join(root, name), join(staging, name)).catch(() => {});
+    for (const name of moved.reverse()) await rename(join(old, name), join(root, name)).catch(() => {});
+    await rm(staging, { recursive: true, force: true });
+    // Only an empty `old` goes: if a rename back failed, it holds the only copy of that data.
+    await rmdir(old).catch(() => {});
+    throw err;
+  }
+  // Moving a directory to a new parent may touch its mtime on some filesystems: set it again.
+  for (const [name, mtime] of topLevelDirs) await lutimes(join(root, name), mtime, mtime).catch(() => {});
+  await rm(old, { recursive: true, force: true });
+  await rmdir(staging);
+}

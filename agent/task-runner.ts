@@ -1,0 +1,309 @@
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type * as grpc from '@grpc/grpc-js';
+import { InvalidArgumentError, TaskAbortedError, errorMessage } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import type { WireArtifact, WireProgress, WireServiceSpec, WireTask } from '../shared/wire.js';
+import { allOrFirstError, compressAndUpload, downloadAndApply } from './artifact-pipelines.js';
+import { SUFFIX, type CompressionName, type CompressionOptions } from './compression.js';
+import type { DumpUnit, EngineContext, ServiceTarget } from './engines/engine.js';
+import { engineFor } from './engines/index.js';
+import type { AgentMetrics } from './metrics.js';
+import { createMountArchive, extractMountArchive } from './mount-archive.js';
+import { resolveConnection } from './secrets.js';
+
+/** How the runner talks back to the controller. */
+export interface TaskReporter {
+  progress(p: WireProgress): void;
+  log(taskId: string, level: 'info' | 'warn' | 'error', message: string): void;
+  result(taskId: string, ok: boolean, error: string, artifacts: WireArtifact[]): void;
+}
+
+/** A counting semaphore: at most `limit` holders at once. */
+class Semaphore {
+  private active = 0;
+  private readonly waiters: Array<() => void> = [];
+  constructor(private readonly limit: number) {}
+  async use<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((r) => this.waiters.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiters.shift()?.();
+    }
+  }
+}
+
+interface RunningTask {
+  task: WireTask;
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+/** Progress is sent at most this often per artifact, milliseconds. */
+const PROGRESS_EVERY_MS = 500;
+
+/**
+ * Runs the tasks the controller sends: dumps and archives that are compressed
+ * and uploaded, and restores that are downloaded, checked and applied.
+ *
+ * At most `concurrency` artifacts are produced at once on this node, so that
+ * independent services are dumped concurrently without overloading it.
+ * A cancelled task kills its tools and removes its scratch directory.
+ */
+export class TaskRunner {
+  private readonly running = new Map<string, RunningTask>();
+  private readonly slots: Semaphore;
+
+  constructor(
+    private readonly nodeId: string,
+    private readonly workDir: string,
+    concurrency: number,
+    private readonly compression: CompressionOptions,
+    private readonly client: () => grpc.Client,
+    private readonly reporter: TaskReporter,
+    private readonly metrics: AgentMetrics,
+    private readonly logger: Logger,
+  ) {
+    this.slots = new Semaphore(concurrency);
+  }
+
+  /** IDs of the tasks running now (sent in `hello` after a reconnect). */
+  runningIds(): string[] {
+    return [...this.running.keys()];
+  }
+
+  get size(): number {
+    return this.running.size;
+  }
+
+  /** Starts a task; its result goes to the reporter. A task id already running is ignored. */
+  start(task: WireTask): void {
+    if (this.running.has(task.taskId)) return;
+    const abort = new AbortController();
+    const entry: RunningTask = { task, abort, done: Promise.resolve() };
+    this.running.set(task.taskId, entry);
+    this.metrics.runningTasks.set(this.running.size);
+    entry.done = this.run(task, abort.signal).finally(() => {
+      this.running.delete(task.taskId);
+      this.metrics.runningTasks.set(this.running.size);
+    });
+  }
+
+  /** Aborts a task (its tools are killed, its scratch files removed). */
+  cancel(taskId: string, reason: string): void {
+    this.running.get(taskId)?.abort.abort(new TaskAbortedError(reason));
+  }
+
+  /** Aborts every task and waits for them to clean up. */
+  async abortAll(reason: string): Promise<void> {
+    for (const t of this.running.values()) t.abort.abort(new TaskAbortedError(reason));
+    await Promise.all([...this.running.values()].map((t) => t.done));
+  }
+
+  private async run(task: WireTask, signal: AbortSignal): Promise<void> {
+    const type = task.backupService || task.backupMount ? 'backup' : 'restore';
+    const kind = task.backupService?.service.kind ?? task.restoreService?.service.kind ?? 'mount';
+    const started = Date.now();
+    const scratch = join(this.workDir, 'tasks', task.taskId);
+    const log = (level: 'info' | 'warn' | 'error', message: string) => {
+      this.logger[level]({ task: task.taskId, kind }, message);
+      this.reporter.log(task.taskId, level, message);
+    };
+    try {
+      await mkdir(scratch, { recursive: true, mode: 0o700 });
+      const ctx: EngineContext = { signal, workDir: scratch, log: (m) => log('info', m) };
+      let artifacts: WireArtifact[] = [];
+      if (task.backupService)
+        artifacts = await this.backupService(
+          task,
+          task.backupService.service,
+          task.backupService.compression,
+          ctx,
+        );
+      else if (task.backupMount) artifacts = [await this.backupMount(task, ctx)];
+      else if (task.restoreService) await this.restoreService(task, ctx);
+      else if (task.restoreMount) await this.restoreMount(task, ctx);
+      else throw new InvalidArgumentError('task has no work this agent understands; upgrade the agent');
+      signal.throwIfAborted();
+      this.metrics.tasks.inc({ type, kind, status: 'ok' });
+      this.reporter.result(task.taskId, true, '', artifacts);
+    } catch (err) {
+      const reason = signal.aborted ? errorMessage(signal.reason) : errorMessage(err);
+      log('error', reason);
+      this.metrics.tasks.inc({ type, kind, status: 'failed' });
+      this.reporter.result(task.taskId, false, reason, []);
+    } finally {
+      this.metrics.taskDuration.observe({ type, kind }, (Date.now() - started) / 1000);
+      await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  private progress(task: WireTask, artifact: string) {
+    let last = 0;
+    return (bytes: number, done = false) => {
+      const now = Date.now();
+      if (!done && now - last < PROGRESS_EVERY_MS) return;
+      last = now;
+      this.reporter.progress({ taskId: task.taskId, artifact, bytes, totalBytes: 0, done });
+    };
+  }
+
+  private async target(spec: WireServiceSpec): Promise<ServiceTarget> {
+    return {
+      name: spec.name,
+      kind: spec.kind as ServiceTarget['kind'],
+      connection: await resolveConnection(spec.connection),
+      databases: spec.databases,
+    };
+  }
+
+  private async backupService(
+    task: WireTask,
+    spec: WireServiceSpec,
+    compression: string,
+    ctx: EngineContext,
+  ): Promise<WireArtifact[]> {
+    const engine = engineFor(spec.kind as ServiceTarget['kind']);
+    const service = await this.target(spec);
+    const units = await engine.plan(service, ctx);
+    ctx.log(`${units.length} artifact(s) to dump: ${units.map((u) => u.fileName).join(', ')}`);
+    const out: WireArtifact[] = [];
+    // One failed artifact stops its siblings, with the first error as the task's reason.
+    const siblings = new AbortController();
+    ctx = { ...ctx, signal: AbortSignal.any([ctx.signal, siblings.signal]) };
+    await allOrFirstError(
+      units.map((unit) =>
+        this.slots.use(async () => {
+          ctx.signal.throwIfAborted();
+          const name = `${spec.name}/${unit.fileName}${SUFFIX[compression as CompressionName]}`;
+          const report = this.progress(task, name);
+          const dump = await engine.dump(service, unit, ctx);
+          const artifact = await compressAndUpload({
+            client: this.client(),
+            backupId: task.backupId,
+            taskId: task.taskId,
+            artifact: {
+              name,
+              service: spec.name,
+              kind: spec.kind,
+              node: this.nodeId,
+              database: unit.database,
+              format: unit.format,
+              compression,
+            },
+            source: dump.stdout,
+            sourceDone: dump.wait(),
+            stopSource: () => dump.kill(),
+            compression: this.compression,
+            signal: ctx.signal,
+            onBytes: (n) => report(n),
+          });
+          report(artifact.sizeBytes, true);
+          this.metrics.bytesWritten.inc({ kind: spec.kind }, artifact.sizeBytes);
+          ctx.log(`${name}: ${artifact.rawBytes} bytes dumped, ${artifact.sizeBytes} stored`);
+          out.push(artifact);
+        }),
+      ),
+      () => siblings.abort(new TaskAbortedError('another artifact of this service failed')),
+    );
+    return out.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  private async backupMount(task: WireTask, ctx: EngineContext): Promise<WireArtifact> {
+    const { mount, compression } = task.backupMount!;
+    const st = await stat(mount.path).catch(() => undefined);
+    if (!st?.isDirectory())
+      throw new InvalidArgumentError(
+        `mount ${mount.name}: ${mount.path} is not a directory on ${this.nodeId}`,
+      );
+    return this.slots.use(async () => {
+      const name = `${mount.name}/files.tar${SUFFIX[compression as CompressionName]}`;
+      const report = this.progress(task, name);
+      const archive = createMountArchive(mount.path, { exclude: mount.exclude, signal: ctx.signal });
+      const artifact = await compressAndUpload({
+        client: this.client(),
+        backupId: task.backupId,
+        taskId: task.taskId,
+        artifact: {
+          name,
+          service: mount.name,
+          kind: 'mount',
+          node: this.nodeId,
+          database: '',
+          format: 'tar',
+          compression,
+        },
+        source: archive.stream,
+        sourceDone: archive.done.then((d) => ctx.log(`${name}: ${d.entries} entries archived`)),
+        stopSource: () => archive.stream.destroy(),
+        compression: this.compression,
+        signal: ctx.signal,
+        onBytes: (n) => report(n),
+      });
+      report(artifact.sizeBytes, true);
+      this.metrics.bytesWritten.inc({ kind: 'mount' }, artifact.sizeBytes);
+      return artifact;
+    });
+  }
+
+  private async restoreService(task: WireTask, ctx: EngineContext): Promise<void> {
+    const { service: spec, artifacts } = task.restoreService!;
+    const engine = engineFor(spec.kind as ServiceTarget['kind']);
+    const service = await this.target(spec);
+    // Globals (roles) first, then databases in manifest order.
+    const ordered = [...artifacts].sort(
+      (a, b) => Number(b.format === 'pg_globals') - Number(a.format === 'pg_globals'),
+    );
+    for (const a of ordered) {
+      ctx.signal.throwIfAborted();
+      const unit = unitOf(a);
+      const report = this.progress(task, a.name);
+      ctx.log(`${a.name}: restoring${unit.database ? ` database ${unit.database}` : ''}`);
+      await this.slots.use(() =>
+        downloadAndApply({
+          client: this.client(),
+          backupId: task.backupId,
+          taskId: task.taskId,
+          artifact: a,
+          apply: (raw) => engine.restore(service, unit, raw, ctx),
+          signal: ctx.signal,
+          onBytes: (n) => report(n),
+        }),
+      );
+      report(Number(a.sizeBytes), true);
+      this.metrics.bytesRead.inc({ kind: spec.kind }, Number(a.sizeBytes));
+    }
+  }
+
+  private async restoreMount(task: WireTask, ctx: EngineContext): Promise<void> {
+    const { mount, artifact } = task.restoreMount!;
+    await mkdir(mount.path, { recursive: true });
+    const report = this.progress(task, artifact.name);
+    let entries = 0;
+    await this.slots.use(() =>
+      downloadAndApply({
+        client: this.client(),
+        backupId: task.backupId,
+        taskId: task.taskId,
+        artifact,
+        apply: async (raw) => {
+          entries = (await extractMountArchive(raw, mount.path, { signal: ctx.signal })).entries;
+        },
+        signal: ctx.signal,
+        onBytes: (n) => report(n),
+      }),
+    );
+    report(Number(artifact.sizeBytes), true);
+    this.metrics.bytesRead.inc({ kind: 'mount' }, Number(artifact.sizeBytes));
+    ctx.log(`${artifact.name}: ${entries} entries restored into ${mount.path}`);
+  }
+}
+
+/** The engine unit an artifact was made from. */
+function unitOf(a: WireArtifact): DumpUnit {
+  const file = a.name.slice(a.name.indexOf('/') + 1).replace(/\.(zst|gz)$/, '');
+  return { database: a.database, format: a.format as DumpUnit['format'], fileName: file };
+}

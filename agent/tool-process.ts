@@ -1,0 +1,274 @@
+/**
+ * A small wrapper around `child_process.spawn` for the external tools envsnap drives
+ * (mariadb-dump, pg_dump, redis-cli, ...).
+ *
+ * What it adds to `spawn`: a missing binary becomes {@link ToolMissingError} naming the Debian
+ * package; a non-zero exit becomes {@link ToolFailedError} carrying the last 16 KiB of the tool's
+ * stderr; an aborted task kills the tool with SIGKILL and fails with {@link TaskAbortedError}.
+ * Secrets never go on the command line: callers pass them through `env` (e.g. `PGPASSWORD`,
+ * `REDISCLI_AUTH`) or an option file, and error messages carry only the command name.
+ */
+import { spawn, type ChildProcess, type StdioNull, type StdioPipe } from 'node:child_process';
+import { constants as fsConstants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { StringDecoder } from 'node:string_decoder';
+
+import { TaskAbortedError, ToolFailedError, ToolMissingError } from '../shared/errors.js';
+
+/** How much of a tool's stderr is kept for error messages, in bytes. */
+export const STDERR_TAIL_BYTES = 16 * 1024;
+
+/** Largest stdout {@link runTool} collects, in bytes; it is meant for small outputs such as listings. */
+export const RUN_TOOL_MAX_STDOUT = 8 * 1024 * 1024;
+
+/** A stdin or stdout disposition: `'pipe'` (the default for stdout), `'ignore'`, `'inherit'`, a stream or an fd. */
+export type ToolStdio = StdioNull | StdioPipe | number;
+
+export interface SpawnToolOptions {
+  /**
+   * Variables added to (or overriding) the agent's own environment for this child only.
+   * This is where secrets go (`PGPASSWORD`, `REDISCLI_AUTH`): the environment of a process is
+   * readable only by its owner and root, unlike its argv.
+   */
+  env?: Record<string, string | undefined>;
+  /** `[stdin, stdout]`; default `['ignore', 'pipe']`. stderr is always piped and kept as a tail. */
+  stdio?: readonly [ToolStdio, ToolStdio];
+  /** When aborted, the tool is killed with SIGKILL and `wait()` rejects with TaskAbortedError. */
+  signal?: AbortSignal;
+  /** The Debian package that provides `cmd`, named in ToolMissingError's hint. */
+  debianPackage: string;
+  /** Called with each complete line of stderr (without the newline), e.g. to count psql errors. */
+  onStderrLine?: (line: string) => void;
+  /** Working directory of the child. */
+  cwd?: string;
+}
+
+export interface ToolProcess {
+  /** The child; `child.stdin` / `child.stdout` are set when piped. */
+  child: ChildProcess;
+  /**
+   * Resolves when the tool exited with status 0 and its stderr is drained.
+   * Rejects with ToolMissingError (binary not found), ToolFailedError (non-zero exit or killed by a
+   * signal; message has the stderr tail), or TaskAbortedError (the `signal` was aborted).
+   * The same promise is returned on every call.
+   */
+  wait(): Promise<void>;
+  /** Sends SIGKILL if the tool still runs. Safe to call more than once. */
+  kill(): void;
+}
+
+/**
+ * Starts `cmd args...` without a shell.
+ *
+ * Errors are reported through `wait()` only (never thrown synchronously), so callers can hand
+ * `child.stdout` on first and await the outcome later. EPIPE on the child's stdin (the tool
+ * exited before reading all its input) is swallowed here: the tool's exit status tells the story.
+ */
+export function spawnTool(cmd: string, args: readonly string[], opts: SpawnToolOptions): ToolProcess {
+  const [stdin, stdout] = opts.stdio ?? ['ignore', 'pipe'];
+  const child = spawn(cmd, args, {
+    env: opts.env ? { ...process.env, ...opts.env } : process.env,
+    stdio: [stdin, stdout, 'pipe'],
+    cwd: opts.cwd,
+  });
+  child.stdin?.on('error', () => {});
+
+  const tail = new TailBuffer(STDERR_TAIL_BYTES);
+  let partialLine = '';
+  const decoder = new StringDecoder('utf8');
+  const onLine = opts.onStderrLine;
+  const stderrDone = new Promise<void>((resolve) => {
+    if (!child.stderr) return resolve();
+    child.stderr.on('data', (chunk: Buffer) => {
+      tail.push(chunk);
+      if (onLine) {
+        const lines = (partialLine + decoder.write(chunk)).split('\n');
+        partialLine = lines.pop() ?? '';
+        for (const line of lines) onLine(line);
+      }
+    });
+    child.stderr.on('error', () => resolve());
+    child.stderr.on('close', () => {
+      if (onLine && partialLine) onLine(partialLine);
+      resolve();
+    });
+  });
+
+  let aborted = false;
+  const kill = (): void => {
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+      child.kill('SIGKILL');
+    }
+  };
+  const onAbort = (): void => {
+    aborted = true;
+    kill();
+  };
+  if (opts.signal?.aborted) onAbort();
+  else opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const done = new Promise<void>((resolve, reject) => {
+    let settled = false;
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      if (settled) return;
+      settled = true;
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (err.code === 'ENOENT') reject(new ToolMissingError(cmd, opts.debianPackage, { cause: err }));
+      else reject(new ToolFailedError(cmd, null, null, `could not start: ${err.message}`));
+    });
+    child.once('exit', (code, sig) => {
+      void stderrDone.then(() => {
+        if (settled) return;
+        settled = true;
+        opts.signal?.removeEventListener('abort', onAbort);
+        if (aborted) reject(new TaskAbortedError(`${cmd} was stopped`));
+        else if (code === 0) resolve();
+        else reject(new ToolFailedError(cmd, code, sig, tail.text()));
+      });
+    });
+  });
+  // Callers may hand stdout on and look at wait() late: never let the rejection go unhandled.
+  done.catch(() => {});
+
+  return { child, wait: () => done, kill };
+}
+
+export interface RunToolOptions extends Omit<SpawnToolOptions, 'stdio'> {
+  /** Written to the tool's stdin, which is then closed; stdin is /dev/null without it. */
+  input?: string | Buffer;
+}
+
+/**
+ * Runs a tool to completion and returns its stdout as UTF-8 text.
+ *
+ * For small outputs only (listing databases, one-row queries): stdout over
+ * {@link RUN_TOOL_MAX_STDOUT} bytes kills the tool and rejects with ToolFailedError.
+ * Rejects like {@link ToolProcess.wait} otherwise.
+ */
+export async function runTool(cmd: string, args: readonly string[], opts: RunToolOptions): Promise<string> {
+  const { input, ...rest } = opts;
+  const proc = spawnTool(cmd, args, { ...rest, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe'] });
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let overflow = false;
+  proc.child.stdout?.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > RUN_TOOL_MAX_STDOUT) {
+      overflow = true;
+      proc.kill();
+      return;
+    }
+    chunks.push(chunk);
+  });
+  const stdoutDone = proc.child.stdout ? streamClosed(proc.child.stdout) : Promise.resolve();
+  if (input !== undefined && proc.child.stdin) proc.child.stdin.end(input);
+  try {
+    await proc.wait();
+  } catch (err) {
+    if (overflow)
+      throw new ToolFailedError(cmd, null, null, `output larger than ${RUN_TOOL_MAX_STDOUT} bytes`);
+    throw err;
+  }
+  await stdoutDone;
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * The absolute path of an executable named `name` on `PATH`, or null when there is none.
+ * Only plain names are looked up; a name with a slash is checked as given.
+ */
+export async function toolOnPath(name: string): Promise<string | null> {
+  const candidates = name.includes('/')
+    ? [name]
+    : (process.env.PATH ?? '')
+        .split(delimiter)
+        .filter((dir) => dir !== '')
+        .map((dir) => join(dir, name));
+  for (const candidate of candidates) {
+    try {
+      if (!(await stat(candidate)).isFile()) continue;
+      await access(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+/** The first of `names` found on PATH (its plain name), or throws ToolMissingError for the first name. */
+export async function firstToolOnPath(names: readonly string[], debianPackage: string): Promise<string> {
+  for (const name of names) {
+    if ((await toolOnPath(name)) !== null) return name;
+  }
+  throw new ToolMissingError(names.join(' or '), debianPackage);
+}
+
+/**
+ * Streams `input` into the tool's stdin (spawned with stdin `'pipe'`) and waits for the tool.
+ *
+ * The tool's own failure wins over the pipe's (a tool that dies early makes the pipe fail with
+ * EPIPE, which says less than its stderr). When `input` fails (e.g. a decompression error) the
+ * tool is killed, so that it cannot commit a truncated input, and `input`'s error is thrown.
+ */
+export async function feedTool(input: Readable, proc: ToolProcess): Promise<void> {
+  const stdin = proc.child.stdin;
+  if (!stdin) throw new Error('feedTool needs a tool spawned with stdin piped');
+  const piped = pipeline(input, stdin).catch((err: unknown) => {
+    proc.kill();
+    throw err;
+  });
+  const [pipeResult, toolResult] = await Promise.allSettled([piped, proc.wait()]);
+  if (toolResult.status === 'rejected') {
+    // An input error killed the tool: report the input's error, not "killed by SIGKILL".
+    if (
+      pipeResult.status === 'rejected' &&
+      !isEpipe(pipeResult.reason) &&
+      !(toolResult.reason instanceof TaskAbortedError)
+    ) {
+      throw pipeResult.reason;
+    }
+    throw toolResult.reason;
+  }
+  if (pipeResult.status === 'rejected') throw pipeResult.reason;
+}
+
+function isEpipe(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET';
+}
+
+/** Resolves when `stream` ended or closed (errors included: the tool's exit status reports them). */
+export function streamClosed(stream: Readable | Writable): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed || ('readableEnded' in stream && stream.readableEnded)) return resolve();
+    stream.once('close', () => resolve());
+    stream.once('end', () => resolve());
+    stream.once('error', () => resolve());
+  });
+}
+
+/** Keeps the last `limit` bytes written to it. */
+class TailBuffer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  constructor(private readonly limit: number) {}
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    for (let first = this.chunks[0]; first && this.chunks.length > 1; first = this.chunks[0]) {
+      if (this.size - first.length < this.limit) break;
+      this.chunks.shift();
+      this.size -= first.length;
+    }
+  }
+
+  text(): string {
+    const all = Buffer.concat(this.chunks);
+    return all.subarray(Math.max(0, all.length - this.limit)).toString('utf8');
+  }
+}

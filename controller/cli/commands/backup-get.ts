@@ -1,0 +1,72 @@
+import type { Command } from 'commander';
+import { checkId } from '../../../shared/ids.js';
+import type { WireBackup } from '../../../shared/wire.js';
+import type { Runner } from '../runner.js';
+import { humanBytes, parseFormat, printList } from '../output.js';
+
+/** `envsnap backup:get ID`: a backup's manifest, each artifact with service, kind, node, size and sha256. */
+export function register(program: Command, run: Runner): void {
+  program
+    .command('backup:get')
+    .description("Show a backup's manifest")
+    .argument('<id>', 'backup ID')
+    .option('--format <format>', 'table or json', 'table')
+    .action((id: string, opts: { format: string }) =>
+      run(async (client) => {
+        const format = parseFormat(opts.format);
+        const b = await client.call<WireBackup>('GetBackup', { backupId: checkId(id, 'backup') });
+        const artifacts = b.artifacts.map((a) => ({
+          name: a.name,
+          service: a.service,
+          kind: a.kind,
+          node: a.node,
+          database: a.database || null,
+          format: a.format,
+          compression: a.compression,
+          size_bytes: Number(a.sizeBytes),
+          raw_bytes: Number(a.rawBytes),
+          sha256: a.sha256,
+        }));
+        if (format === 'json') {
+          const out = {
+            id: b.id,
+            environment: b.environment,
+            created: b.created,
+            finished: b.finished || null,
+            status: b.status.toLowerCase(),
+            restorable: b.restorable,
+            live: b.live,
+            tag: b.tag,
+            consistency: b.consistency,
+            size_bytes: Number(b.sizeBytes),
+            error: b.error || null,
+            artifacts,
+          };
+          process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+          return 0;
+        }
+        process.stdout.write(
+          [
+            `Backup ID:   ${b.id}`,
+            `Environment: ${b.environment}`,
+            `Created:     ${b.created}`,
+            `Status:      ${b.status.toLowerCase()}${b.error ? ` (${b.error})` : ''}`,
+            `Restorable:  ${b.restorable}`,
+            `Type:        ${b.live ? 'live' : 'consistent'}, ${b.tag}`,
+            `Size:        ${humanBytes(Number(b.sizeBytes))}`,
+            ...(b.consistency ? [`Consistency: ${b.consistency}`] : []),
+            '',
+          ].join('\n'),
+        );
+        printList('table', artifacts, [
+          ['Artifact', (a) => a.name],
+          ['Service', (a) => a.service],
+          ['Kind', (a) => a.kind],
+          ['Node', (a) => a.node],
+          ['Size', (a) => humanBytes(a.size_bytes)],
+          ['SHA-256', (a) => a.sha256],
+        ]);
+        return 0;
+      }),
+    );
+}

@@ -1,0 +1,25 @@
+import type { Command } from 'commander';
+import { errorMessage } from '../../shared/errors.js';
+import { ControllerClient, resolveController, type GlobalOptions } from './client.js';
+
+/** Runs a command body with a connected client; sets the exit code and prints errors as `error: …`. */
+export type Runner = (
+  body: (client: ControllerClient, globals: GlobalOptions) => Promise<number>,
+) => Promise<void>;
+
+/** Makes the Runner for a program (it reads the global options at run time). */
+export function makeRunner(program: Command): Runner {
+  return async (body) => {
+    const globals = program.opts<GlobalOptions>();
+    let client: ControllerClient | undefined;
+    try {
+      client = new ControllerClient(await resolveController(globals));
+      process.exitCode = await body(client, globals);
+    } catch (err) {
+      process.stderr.write(`error: ${errorMessage(err)}\n`);
+      process.exitCode = 1;
+    } finally {
+      client?.close();
+    }
+  };
+}

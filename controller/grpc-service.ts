@@ -1,0 +1,277 @@
+import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
+import type * as grpc from '@grpc/grpc-js';
+import { ArtifactCorruptError, InvalidArgumentError, errorMessage } from '../shared/errors.js';
+import { toServiceError } from '../shared/grpc-errors.js';
+import { checkId } from '../shared/ids.js';
+import type { Logger } from '../shared/logger.js';
+import { artifactKey } from '../shared/storage/keys.js';
+import type {
+  BackupStatus,
+  WireActivity,
+  WireActivityEvent,
+  WireAgentMessage,
+  WireBackup,
+  WireControllerMessage,
+  WireUploadMessage,
+} from '../shared/wire.js';
+import type { ActivityEvent, ActivityHub } from './activity-hub.js';
+import type { AgentRegistry } from './agent-registry.js';
+import type { ActivityRecord, BackupRecord, Catalog } from './catalog.js';
+import { toWire, type JobManager } from './jobs.js';
+import type { ControllerMetrics } from './metrics.js';
+import type { RetentionManager } from './retention-manager.js';
+import type { Scheduler } from './scheduler.js';
+
+type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
+
+/** Wraps an async unary handler: its result or error goes to the callback. */
+function unary<Req, Res>(fn: (req: Req) => Promise<Res>): Unary<Req, Res> {
+  return (call, cb) => {
+    fn(call.request).then(
+      (res) => cb(null, res),
+      (err: unknown) => cb(toServiceError(err)),
+    );
+  };
+}
+
+const STATUS: Record<BackupRecord['status'], BackupStatus> = {
+  pending: 'PENDING',
+  in_progress: 'IN_PROGRESS',
+  complete: 'COMPLETE',
+  failed: 'FAILED',
+  expiring: 'EXPIRING',
+};
+
+function wireBackup(b: BackupRecord, isRestorable: (b: BackupRecord) => boolean): WireBackup {
+  return {
+    id: b.id,
+    environment: b.environment,
+    created: b.created,
+    status: STATUS[b.status],
+    restorable: isRestorable(b),
+    sizeBytes: b.sizeBytes,
+    live: b.live,
+    finished: b.finished ?? '',
+    error: b.error ?? '',
+    artifacts: b.artifacts.map(toWire),
+    activityId: b.activityId,
+    tag: b.tag,
+    consistency: b.consistency,
+  };
+}
+
+function wireActivity(a: ActivityRecord): WireActivity {
+  return {
+    id: a.id,
+    type: a.type,
+    environment: a.environment,
+    state: a.state,
+    created: a.created,
+    finished: a.finished ?? '',
+    backupId: a.backupId,
+    error: a.error ?? '',
+    description: a.description,
+  };
+}
+
+function wireEvent(e: ActivityEvent): WireActivityEvent {
+  switch (e.type) {
+    case 'log':
+      return { event: 'log', log: e.line };
+    case 'progress':
+      return {
+        event: 'progress',
+        progress: {
+          taskId: e.taskId,
+          artifact: e.artifact,
+          bytes: e.bytes,
+          totalBytes: e.totalBytes,
+          done: e.done,
+        },
+      };
+    case 'finished':
+      return { event: 'finished', finished: wireActivity(e.activity) };
+  }
+}
+
+/**
+ * The handlers of the `envsnap.v1.Controller` gRPC service.
+ */
+export function createControllerHandlers(deps: {
+  catalog: Catalog;
+  jobs: JobManager;
+  retention: RetentionManager;
+  scheduler: Scheduler;
+  agents: AgentRegistry;
+  hub: ActivityHub;
+  metrics: ControllerMetrics;
+  logger: Logger;
+}): grpc.UntypedServiceImplementation {
+  const { catalog, jobs, retention, scheduler, agents, hub, metrics, logger } = deps;
+  const storage = jobs.storage;
+  const restorable = (b: BackupRecord) => retention.isRestorable(b);
+
+  return {
+    CreateBackup: unary(
+      async (req: { environment: string; live: boolean; compression: string; replaceOldest: boolean }) => {
+        const { activityId, backupId } = await jobs.createBackup(req.environment, {
+          live: req.live,
+          compression: req.compression,
+          replaceOldest: req.replaceOldest,
+        });
+        return { activityId, backupId };
+      },
+    ),
+    RestoreBackup: unary(async (req: { backupId: string; targetEnvironment: string }) =>
+      jobs.restoreBackup(checkId(req.backupId, 'backup'), req.targetEnvironment || undefined),
+    ),
+    ListBackups: unary(async (req: { environment: string }) => ({
+      backups: (await catalog.listBackups(req.environment || undefined)).map((b) =>
+        wireBackup(b, restorable),
+      ),
+    })),
+    GetBackup: unary(async (req: { backupId: string }) =>
+      wireBackup(await catalog.getBackup(checkId(req.backupId, 'backup')), restorable),
+    ),
+    DeleteBackup: unary(async (req: { backupId: string }) =>
+      wireBackup(await retention.delete(checkId(req.backupId, 'backup')), () => false),
+    ),
+    PruneBackups: unary(async (req: { environment: string; dryRun: boolean }) => ({
+      decisions: await retention.prune(req.environment || undefined, req.dryRun),
+      dryRun: req.dryRun,
+    })),
+    ListSchedules: unary(async (req: { environment: string }) => ({
+      schedules: await scheduler.list(req.environment || undefined),
+    })),
+    ListActivities: unary(async (req: { environment: string; limit: number }) => ({
+      activities: (await catalog.listActivities(req.environment || undefined, req.limit || 50)).map(
+        wireActivity,
+      ),
+    })),
+    GetActivity: unary(async (req: { activityId: string }) =>
+      wireActivity(await catalog.getActivity(checkId(req.activityId, 'activity'))),
+    ),
+    ListAgents: unary(() => Promise.resolve({ agents: agents.list() })),
+
+    WatchActivity: (call: grpc.ServerWritableStream<{ activityId: string }, WireActivityEvent>) => {
+      const run = async () => {
+        const id = checkId(call.request.activityId, 'activity');
+        const activity = await catalog.getActivity(id);
+        const watch = hub.watch(id, (e) => {
+          call.write(wireEvent(e));
+          if (e.type === 'finished') call.end();
+        });
+        if (watch) {
+          call.on('cancelled', () => watch.unsubscribe());
+          for (const line of watch.replay) call.write({ event: 'log', log: line });
+          return;
+        }
+        for (const line of await catalog.readLog(id)) call.write({ event: 'log', log: line });
+        call.write({ event: 'finished', finished: wireActivity(await catalog.getActivity(activity.id)) });
+        call.end();
+      };
+      run().catch((err: unknown) => call.emit('error', toServiceError(err)));
+    },
+
+    Connect: (call: grpc.ServerDuplexStream<WireAgentMessage, WireControllerMessage>) => {
+      agents.handleConnect(call);
+    },
+
+    UploadArtifact: (
+      call: grpc.ServerReadableStream<WireUploadMessage, unknown>,
+      cb: grpc.sendUnaryData<unknown>,
+    ) => {
+      let trailer: Extract<WireUploadMessage, { trailer: unknown }>['trailer'] | undefined;
+      let started = false;
+      const data = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+      const fail = (err: unknown) => {
+        data.destroy(err instanceof Error ? err : new Error(String(err)));
+      };
+      call.on('data', (msg: WireUploadMessage) => {
+        try {
+          if (!started) {
+            if (msg.msg !== 'header' || !('header' in msg))
+              throw new InvalidArgumentError('upload must start with a header');
+            started = true;
+            const h = msg.header;
+            const name = h.artifact.name ?? '';
+            const target = jobs.uploadTarget(h.backupId, h.taskId, name);
+            const key = artifactKey(h.backupId, name);
+            storage
+              .put(key, data, { signal: target.signal })
+              .then(async (result) => {
+                if (!trailer) throw new InvalidArgumentError(`upload of ${name} ended without a trailer`);
+                if (trailer.sha256 !== result.sha256 || Number(trailer.sizeBytes) !== result.sizeBytes) {
+                  await storage.delete(key);
+                  throw new ArtifactCorruptError(
+                    `upload of ${name}: controller stored ${result.sizeBytes} bytes sha256 ${result.sha256}, agent sent ${trailer.sizeBytes} bytes sha256 ${trailer.sha256}`,
+                  );
+                }
+                if (!target.record(result)) {
+                  await storage.delete(key);
+                  throw new InvalidArgumentError(
+                    `backup ${h.backupId} is no longer running; upload of ${name} discarded`,
+                  );
+                }
+                cb(null, { sizeBytes: result.sizeBytes, sha256: result.sha256 });
+              })
+              .catch((err: unknown) => {
+                logger.warn(
+                  { backup: h.backupId, artifact: name, err: errorMessage(err) },
+                  'artifact upload failed',
+                );
+                cb(toServiceError(err));
+              });
+            return;
+          }
+          if (msg.msg === 'data' && 'data' in msg) {
+            if (!data.write(msg.data)) {
+              call.pause();
+              data.once('drain', () => call.resume());
+            }
+          } else if (msg.msg === 'trailer' && 'trailer' in msg) {
+            trailer = msg.trailer;
+            data.end();
+          }
+        } catch (err) {
+          fail(err);
+          cb(toServiceError(err));
+          call.destroy();
+        }
+      });
+      call.on('end', () => {
+        if (!trailer) fail(new Error('upload stream ended before its trailer'));
+      });
+      call.on('error', fail);
+      call.on('cancelled', () => fail(new Error('upload cancelled by the agent')));
+    },
+
+    DownloadArtifact: (
+      call: grpc.ServerWritableStream<
+        { backupId: string; artifact: string; taskId: string },
+        { data: Buffer }
+      >,
+    ) => {
+      const run = async () => {
+        const { backupId, artifact, taskId } = call.request;
+        const src = jobs.downloadSource(checkId(backupId, 'backup'), taskId, artifact);
+        const stream = await storage.get(artifactKey(backupId, artifact));
+        let cancelled = false;
+        call.on('cancelled', () => {
+          cancelled = true;
+          stream.destroy();
+        });
+        for await (const chunk of stream as AsyncIterable<Buffer>) {
+          if (cancelled || src.signal.aborted) break;
+          metrics.bytesRead.inc({ environment: src.environment }, chunk.length);
+          if (!call.write({ data: chunk })) await once(call, 'drain');
+        }
+        stream.destroy();
+        if (src.signal.aborted) throw src.signal.reason;
+        call.end();
+      };
+      run().catch((err: unknown) => call.emit('error', toServiceError(err)));
+    },
+  };
+}

@@ -1,0 +1,226 @@
+import type { EnvironmentConfig } from '../shared/config.js';
+import { InvalidArgumentError, NotFoundError, errorMessage } from '../shared/errors.js';
+import { failpoint } from '../shared/failpoint.js';
+import type { Logger } from '../shared/logger.js';
+import type { StorageBackend } from '../shared/storage/backend.js';
+import { backupPrefix } from '../shared/storage/keys.js';
+import type { BackupRecord, Catalog } from './catalog.js';
+import type { BackupLifecycle } from './jobs.js';
+import type { ControllerMetrics } from './metrics.js';
+import {
+  checkManualCapacity,
+  isWithinRestorableWindow,
+  manualLimit,
+  manualLimitError,
+  resolvePolicy,
+  selectRetention,
+} from './retention.js';
+
+/** One backup's fate in a prune. */
+export interface PruneDecision {
+  backupId: string;
+  environment: string;
+  created: string;
+  tag: string;
+  keep: boolean;
+  /** The rules that keep it, or why it goes. */
+  reasons: string[];
+}
+
+/**
+ * Applies retention: the manual backup limit before a backup, pruning after
+ * each backup and on the prune schedule, `backup:delete`, and the restorable
+ * window.
+ *
+ * Deleting is crash-safe (the order restic's `forget --prune` and pgBackRest's
+ * expire follow in spirit): the catalog entry is first marked `expiring`, then
+ * the artifacts are deleted from storage, then the entry is removed. A crash at
+ * any step leaves an `expiring` entry, which the next prune finishes. A prune
+ * also deletes objects under `backups/<id>/` whose id the catalog does not
+ * know, so nothing stays in storage that the catalog does not know about.
+ */
+export class RetentionManager implements BackupLifecycle {
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly environments: EnvironmentConfig[],
+    private readonly catalog: Catalog,
+    private readonly storage: StorageBackend,
+    private readonly metrics: ControllerMetrics,
+    private readonly logger: Logger,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  private env(name: string): EnvironmentConfig | undefined {
+    return this.environments.find((e) => e.name === name);
+  }
+
+  /** Runs deletions one at a time (prunes after concurrent backups must not race). */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn, fn);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Refuses a manual backup over the environment's limit (see manualLimit); in-flight manual
+   * backups hold a slot. `--replace-oldest` skips the check: afterComplete rotates instead.
+   *
+   * @throws InvalidArgumentError naming the limit and the oldest manual backup.
+   */
+  async beforeCreate(
+    env: EnvironmentConfig,
+    tag: 'manual' | 'automated',
+    replaceOldest: boolean,
+  ): Promise<void> {
+    if (tag !== 'manual' || replaceOldest) return;
+    const capacity = checkManualCapacity(
+      await this.catalog.listBackups(env.name),
+      manualLimit(env.type, env.manual_limit),
+    );
+    if (capacity.full) throw manualLimitError(env.name, env.type, capacity);
+  }
+
+  async afterComplete(env: EnvironmentConfig, backup: BackupRecord, replaceOldest: boolean): Promise<void> {
+    if (replaceOldest && backup.tag === 'manual') {
+      const limit = manualLimit(env.type, env.manual_limit);
+      const manual = (await this.catalog.listBackups(env.name)).filter(
+        (b) => b.tag === 'manual' && b.status === 'complete',
+      );
+      for (const old of manual.slice(limit)) {
+        this.logger.info({ backup: old.id, environment: env.name }, 'replacing the oldest manual backup');
+        await this.delete(old.id);
+      }
+    }
+    await this.prune(env.name, false);
+  }
+
+  isRestorable(backup: BackupRecord): boolean {
+    if (backup.status !== 'complete') return false;
+    const days = this.env(backup.environment)?.retention?.restorable_days;
+    return isWithinRestorableWindow(backup.created, days, this.now());
+  }
+
+  /**
+   * Deletes one backup (expiring → artifacts deleted → entry removed).
+   *
+   * @throws NotFoundError for an unknown id.
+   * @throws InvalidArgumentError while the backup is still running.
+   */
+  delete(backupId: string): Promise<BackupRecord> {
+    return this.serial(async () => {
+      const b = await this.catalog.getBackup(backupId);
+      if (b.status === 'pending' || b.status === 'in_progress') {
+        throw new InvalidArgumentError(`backup ${b.id} is still running`, {
+          hint: 'wait for it to finish or fail',
+        });
+      }
+      await this.expire(b);
+      return b;
+    });
+  }
+
+  private async expire(b: BackupRecord): Promise<void> {
+    if (b.status !== 'expiring') {
+      b.status = 'expiring';
+      await this.catalog.putBackup(b);
+    }
+    await this.storage.deletePrefix(backupPrefix(b.id));
+    failpoint('prune.after-delete-artifacts');
+    await this.catalog.deleteBackup(b.id);
+    this.metrics.backupsPruned.inc({ environment: b.environment });
+  }
+
+  /**
+   * Applies each environment's retention (one environment, or all). With
+   * `dryRun` nothing changes and the decisions say what would happen and why.
+   */
+  prune(environment: string | undefined, dryRun: boolean): Promise<PruneDecision[]> {
+    return this.serial(async () => {
+      if (environment && !this.env(environment))
+        throw new NotFoundError(`environment "${environment}" not found`);
+      const all = await this.catalog.listBackups();
+      const decisions: PruneDecision[] = [];
+      // Finish deletions a crash interrupted.
+      for (const b of all.filter((x) => x.status === 'expiring')) {
+        if (environment && b.environment !== environment) continue;
+        decisions.push({
+          backupId: b.id,
+          environment: b.environment,
+          created: b.created,
+          tag: b.tag,
+          keep: false,
+          reasons: ['interrupted deletion'],
+        });
+        if (!dryRun) await this.expire(b);
+      }
+      for (const env of this.environments) {
+        if (environment && env.name !== environment) continue;
+        const backups = all.filter((b) => b.environment === env.name && b.status !== 'expiring');
+        if (!env.retention) {
+          for (const b of backups)
+            decisions.push({
+              backupId: b.id,
+              environment: env.name,
+              created: b.created,
+              tag: b.tag,
+              keep: true,
+              reasons: ['no retention configured'],
+            });
+          continue;
+        }
+        const sel = selectRetention(backups, resolvePolicy(env.retention), this.now(), {
+          timeZone: env.retention.timezone,
+        });
+        const byId = new Map(backups.map((b) => [b.id, b]));
+        for (const k of sel.keep) {
+          const b = byId.get(k.id)!;
+          decisions.push({
+            backupId: b.id,
+            environment: env.name,
+            created: b.created,
+            tag: b.tag,
+            keep: true,
+            reasons: k.reasons,
+          });
+        }
+        for (const r of sel.remove) {
+          const b = byId.get(r.id)!;
+          decisions.push({
+            backupId: b.id,
+            environment: env.name,
+            created: b.created,
+            tag: b.tag,
+            keep: false,
+            reasons: [r.reason],
+          });
+          if (!dryRun) {
+            this.logger.info({ backup: b.id, environment: env.name, reason: r.reason }, 'pruning backup');
+            await this.expire(b);
+          }
+        }
+      }
+      if (!dryRun && !environment) await this.removeOrphans(new Set(all.map((b) => b.id)));
+      return decisions.sort((a, b) => b.created.localeCompare(a.created));
+    });
+  }
+
+  /** Deletes stored objects of backups the catalog does not know. */
+  private async removeOrphans(known: Set<string>): Promise<void> {
+    const ids = new Set((await this.storage.list('backups/')).map((k) => k.split('/')[1]!));
+    for (const id of ids) {
+      if (known.has(id)) continue;
+      // A backup created since the catalog was read is in the catalog now.
+      try {
+        await this.catalog.getBackup(id);
+        continue;
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+      }
+      this.logger.warn({ backup: id }, 'removing objects of a backup the catalog does not know');
+      await this.storage
+        .deletePrefix(backupPrefix(id))
+        .catch((err: unknown) => this.logger.error({ err: errorMessage(err) }, 'orphan removal failed'));
+    }
+  }
+}

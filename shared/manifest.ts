@@ -1,0 +1,100 @@
+import { InvalidArgumentError } from './errors.js';
+
+/**
+ * The backup manifest: the last object written into a backup's directory
+ * (`backups/<id>/manifest.json`) and kept in the catalog too.
+ *
+ * On-disk format, version 1 (JSON, UTF-8):
+ *
+ * ```json
+ * { "format": "envsnap-manifest", "format_version": 1,
+ *   "backup_id": "…20 hex…", "environment": "main", "created": "ISO 8601", "finished": "ISO 8601",
+ *   "live": false, "tag": "manual", "consistency": "…",
+ *   "artifacts": [ { "name": "db/sakila.sql.zst", "service": "db", "kind": "mariadb", "node": "node-1",
+ *                    "database": "sakila", "format": "sql", "compression": "zstd",
+ *                    "size_bytes": 123, "sha256": "…64 hex…", "raw_bytes": 456 } ] }
+ * ```
+ *
+ * Readers check `format_version` first and refuse versions they do not know.
+ */
+export const MANIFEST_FORMAT = 'envsnap-manifest';
+export const MANIFEST_VERSION = 1;
+
+export interface ArtifactEntry {
+  /** Path inside the backup, `<service>/<file>`. */
+  name: string;
+  service: string;
+  kind: string;
+  node: string;
+  database: string;
+  format: string;
+  compression: string;
+  /** Stored (compressed) size, bytes. */
+  size_bytes: number;
+  /** Hex SHA-256 of the stored bytes. */
+  sha256: string;
+  /** Size of the tool's output before compression, bytes. */
+  raw_bytes: number;
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT;
+  format_version: typeof MANIFEST_VERSION;
+  backup_id: string;
+  environment: string;
+  created: string;
+  finished: string;
+  live: boolean;
+  tag: 'manual' | 'automated';
+  consistency: string;
+  artifacts: ArtifactEntry[];
+}
+
+const SHA256 = /^[0-9a-f]{64}$/;
+const ARTIFACT_NAME = /^[A-Za-z0-9_.-]+\/[^/\0]+$/;
+
+/**
+ * Parses and checks a manifest read from storage.
+ *
+ * @throws InvalidArgumentError when the text is not a version-1 envsnap manifest.
+ */
+export function parseManifest(text: string): Manifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new InvalidArgumentError('manifest is not valid JSON', { cause: err });
+  }
+  const m = raw as Partial<Manifest> & { format_version?: unknown };
+  if (!m || typeof m !== 'object' || m.format !== MANIFEST_FORMAT) {
+    throw new InvalidArgumentError('not an envsnap manifest');
+  }
+  if (m.format_version !== MANIFEST_VERSION) {
+    throw new InvalidArgumentError(`unsupported manifest format version ${String(m.format_version)}`, {
+      hint: `this envsnap reads version ${MANIFEST_VERSION}; upgrade envsnap`,
+    });
+  }
+  if (!Array.isArray(m.artifacts)) throw new InvalidArgumentError('manifest has no artifacts list');
+  for (const a of m.artifacts) checkArtifactEntry(a);
+  return m as Manifest;
+}
+
+/**
+ * Checks one artifact entry's shape.
+ *
+ * @throws InvalidArgumentError naming the bad field.
+ */
+export function checkArtifactEntry(a: ArtifactEntry): void {
+  if (!ARTIFACT_NAME.test(a.name) || a.name.split('/').some((p) => p === '..' || p === '.')) {
+    throw new InvalidArgumentError(`invalid artifact name "${a.name}"`);
+  }
+  if (!SHA256.test(a.sha256)) throw new InvalidArgumentError(`artifact ${a.name}: invalid sha256`);
+  if (!Number.isSafeInteger(a.size_bytes) || a.size_bytes < 0) {
+    throw new InvalidArgumentError(`artifact ${a.name}: invalid size_bytes`);
+  }
+}
+
+/** Serializes a manifest (stable key order, trailing newline). */
+export function serializeManifest(m: Manifest): string {
+  return JSON.stringify(m, null, 2) + '\n';
+}

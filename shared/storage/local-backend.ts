@@ -1,0 +1,141 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { NotFoundError } from '../errors.js';
+import type { PutResult, StorageBackend } from './backend.js';
+import { checkKey } from './keys.js';
+
+const TMP_DIR = '.tmp';
+
+/**
+ * The embedded default location: a directory on the controller's disk.
+ *
+ * Objects are files under `root`; `put` writes `root/.tmp/<random>`, fsyncs it,
+ * renames it into place and fsyncs the parent directory, so a crash leaves
+ * either the old state or the whole object. Leftover temporary files from a
+ * crash are removed by `open()`.
+ */
+export class LocalBackend implements StorageBackend {
+  readonly name: string;
+  readonly root: string;
+
+  private constructor(name: string, root: string) {
+    this.name = name;
+    this.root = root;
+  }
+
+  /** Opens (creating if needed) a local repository at `root`, an absolute path. */
+  static async open(name: string, root: string): Promise<LocalBackend> {
+    await mkdir(join(root, TMP_DIR), { recursive: true, mode: 0o700 });
+    await rm(join(root, TMP_DIR), { recursive: true, force: true });
+    await mkdir(join(root, TMP_DIR), { recursive: true, mode: 0o700 });
+    return new LocalBackend(name, root);
+  }
+
+  private path(key: string): string {
+    return join(this.root, ...checkKey(key).split('/'));
+  }
+
+  async put(key: string, data: Readable, opts?: { signal?: AbortSignal }): Promise<PutResult> {
+    const target = this.path(key);
+    const tmp = join(this.root, TMP_DIR, randomBytes(8).toString('hex'));
+    const hash = createHash('sha256');
+    let size = 0;
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        size += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(data, meter, createWriteStream(tmp, { mode: 0o600 }), { signal: opts?.signal });
+      const fh = await open(tmp, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+      await rename(tmp, target);
+      await syncDir(dirname(target));
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+    return { sizeBytes: size, sha256: hash.digest('hex') };
+  }
+
+  async get(key: string): Promise<Readable> {
+    const p = this.path(key);
+    const fh = await open(p, 'r').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw new NotFoundError(`object ${key} not found in storage "${this.name}"`);
+      throw err;
+    });
+    return createReadStream('', { fd: fh, highWaterMark: 1024 * 1024 });
+  }
+
+  async stat(key: string): Promise<{ sizeBytes: number } | undefined> {
+    try {
+      const s = await stat(this.path(key));
+      return s.isFile() ? { sizeBytes: s.size } : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw err;
+      }
+      for (const e of entries) {
+        const full = join(dir, e.name);
+        if (e.isDirectory()) {
+          if (dir === this.root && e.name === TMP_DIR) continue;
+          await walk(full);
+        } else if (e.isFile()) {
+          const key = relative(this.root, full).split(sep).join('/');
+          if (key.startsWith(prefix)) out.push(key);
+        }
+      }
+    };
+    await walk(this.root);
+    return out.sort();
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.path(key), { force: true });
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    checkKey(prefix, true);
+    if (prefix.endsWith('/')) {
+      await rm(join(this.root, ...prefix.slice(0, -1).split('/')), { recursive: true, force: true });
+      return;
+    }
+    for (const key of await this.list(prefix)) await this.delete(key);
+  }
+
+  async close(): Promise<void> {
+    // Nothing is held open between calls.
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

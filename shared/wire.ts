@@ -1,0 +1,129 @@
+/**
+ * TypeScript shapes of the messages in `proto/envsnap/v1/envsnap.proto`, as
+ * decoded by @grpc/proto-loader with the options in `proto.ts` (camelCase
+ * fields, enums as strings, 64-bit integers as numbers, defaults filled in,
+ * oneof field name in the property named after the oneof).
+ *
+ * The .proto file is the contract; this file only mirrors it for the compiler.
+ */
+
+export type BackupStatus = 'PENDING' | 'IN_PROGRESS' | 'COMPLETE' | 'FAILED' | 'EXPIRING';
+
+export interface WireArtifact {
+  name: string;
+  service: string;
+  kind: string;
+  node: string;
+  database: string;
+  format: string;
+  compression: string;
+  sizeBytes: number;
+  sha256: string;
+  rawBytes: number;
+}
+
+export interface WireBackup {
+  id: string;
+  environment: string;
+  created: string;
+  status: BackupStatus;
+  restorable: boolean;
+  sizeBytes: number;
+  live: boolean;
+  finished: string;
+  error: string;
+  artifacts: WireArtifact[];
+  activityId: string;
+  tag: string;
+  consistency: string;
+}
+
+export interface WireActivity {
+  id: string;
+  type: string;
+  environment: string;
+  state: string;
+  created: string;
+  finished: string;
+  backupId: string;
+  error: string;
+  description: string;
+}
+
+export interface WireLogLine {
+  time: string;
+  level: string;
+  message: string;
+}
+
+export interface WireProgress {
+  taskId: string;
+  artifact: string;
+  bytes: number;
+  totalBytes: number;
+  done: boolean;
+}
+
+export type WireActivityEvent =
+  | { event: 'log'; log: WireLogLine }
+  | { event: 'progress'; progress: WireProgress }
+  | { event: 'finished'; finished: WireActivity };
+
+export interface WireAgentInfo {
+  nodeId: string;
+  connected: boolean;
+  lastSeen: string;
+  version: string;
+  hostname: string;
+  runningTasks: number;
+}
+
+export interface WireConnection {
+  host: string;
+  port: number;
+  socket: string;
+  user: string;
+  passwordFile: string;
+  passwordEnv: string;
+}
+
+export interface WireServiceSpec {
+  name: string;
+  kind: string;
+  connection: WireConnection;
+  databases: string[];
+}
+
+export interface WireMountSpec {
+  name: string;
+  path: string;
+  exclude: string[];
+}
+
+export interface WireTask {
+  taskId: string;
+  activityId: string;
+  backupId: string;
+  work?: 'backupService' | 'backupMount' | 'restoreService' | 'restoreMount';
+  backupService?: { service: WireServiceSpec; compression: string };
+  backupMount?: { mount: WireMountSpec; compression: string };
+  restoreService?: { service: WireServiceSpec; artifacts: WireArtifact[] };
+  restoreMount?: { mount: WireMountSpec; artifact: WireArtifact };
+}
+
+export type WireAgentMessage =
+  | { msg?: 'hello'; hello: { nodeId: string; version: string; hostname: string; runningTaskIds: string[] } }
+  | { msg?: 'heartbeat'; heartbeat: { runningTasks: number } }
+  | { msg?: 'progress'; progress: WireProgress }
+  | { msg?: 'result'; result: { taskId: string; ok: boolean; error: string; artifacts: WireArtifact[] } }
+  | { msg?: 'log'; log: { taskId: string; level: string; message: string } };
+
+export type WireControllerMessage =
+  | { msg?: 'welcome'; welcome: { controllerVersion: string; heartbeatIntervalMs: number } }
+  | { msg?: 'task'; task: WireTask }
+  | { msg?: 'cancel'; cancel: { taskId: string; reason: string } };
+
+export type WireUploadMessage =
+  | { msg?: 'header'; header: { backupId: string; taskId: string; artifact: Partial<WireArtifact> } }
+  | { msg?: 'data'; data: Buffer }
+  | { msg?: 'trailer'; trailer: { sizeBytes: number; sha256: string; rawBytes: number } };

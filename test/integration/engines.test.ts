@@ -1,0 +1,410 @@
+/**
+ * Each engine against throwaway servers: plan, dump every unit to a file, change the data,
+ * restore every unit, and compare fingerprints with the state at backup time; then restore into
+ * a second, fresh server and compare again.
+ */
+import assert from 'node:assert/strict';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+
+import { engineFor } from '../../agent/engines/index.js';
+import type { DumpUnit, Engine, EngineContext, ServiceTarget } from '../../agent/engines/index.js';
+import { runTool, spawnTool, toolOnPath } from '../../agent/tool-process.js';
+import { TaskAbortedError, ToolFailedError, ToolMissingError } from '../../shared/errors.js';
+import { fillRedis, loadSakilaMariadb, loadSakilaPostgres } from '../helpers/datasets.js';
+import { mariadbFingerprint, postgresFingerprint, redisFingerprint } from '../helpers/fingerprints.js';
+import {
+  startMariadb,
+  startPostgres,
+  startRedis,
+  type MariadbServer,
+  type PostgresServer,
+  type RedisServer,
+} from '../helpers/servers.js';
+
+interface TestContext extends EngineContext {
+  logs: string[];
+}
+
+async function makeContext(): Promise<TestContext> {
+  const logs: string[] = [];
+  return {
+    signal: new AbortController().signal,
+    workDir: await mkdtemp(join(tmpdir(), 'envsnap-engine-work-')),
+    log: (message) => logs.push(message),
+    logs,
+  };
+}
+
+/** Dumps every planned unit into `dir`; returns the units. */
+async function dumpAll(
+  engine: Engine,
+  service: ServiceTarget,
+  ctx: EngineContext,
+  dir: string,
+): Promise<DumpUnit[]> {
+  const units = await engine.plan(service, ctx);
+  for (const unit of units) {
+    const dump = await engine.dump(service, unit, ctx);
+    await Promise.all([pipeline(dump.stdout, createWriteStream(join(dir, unit.fileName))), dump.wait()]);
+  }
+  return units;
+}
+
+async function restoreAll(
+  engine: Engine,
+  service: ServiceTarget,
+  units: DumpUnit[],
+  ctx: EngineContext,
+  dir: string,
+): Promise<void> {
+  for (const unit of units)
+    await engine.restore(service, unit, createReadStream(join(dir, unit.fileName)), ctx);
+}
+
+async function firstBytes(file: string, n: number): Promise<Buffer> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(n);
+    await fh.read(buf, 0, n, 0);
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
+
+describe('engines', function () {
+  this.timeout(300_000);
+  let files: string;
+  let ctx: TestContext;
+
+  beforeEach(async () => {
+    files = await mkdtemp(join(tmpdir(), 'envsnap-engine-files-'));
+    ctx = await makeContext();
+  });
+  afterEach(async () => {
+    // Engines clean up after themselves: option files, fetched RDBs, temporary servers' dirs.
+    assert.deepEqual(await readdir(ctx.workDir), [], 'the engine left files in its work directory');
+    await rm(files, { recursive: true, force: true });
+    await rm(ctx.workDir, { recursive: true, force: true });
+  });
+
+  describe('tool-process', () => {
+    it('maps a missing binary, a failure and an abort', async () => {
+      await assert.rejects(
+        runTool('envsnap-no-such-tool', [], { debianPackage: 'no-such-package' }),
+        (err: unknown) => err instanceof ToolMissingError && /no-such-package/.test(err.describe()),
+      );
+      await assert.rejects(
+        runTool('sh', ['-c', 'echo first >&2; echo last words >&2; exit 3'], { debianPackage: 'dash' }),
+        (err: unknown) =>
+          err instanceof ToolFailedError && err.exitCode === 3 && /last words/.test(err.message),
+      );
+      assert.equal(await runTool('cat', [], { input: 'hello', debianPackage: 'coreutils' }), 'hello');
+      const ac = new AbortController();
+      const proc = spawnTool('sleep', ['30'], { signal: ac.signal, debianPackage: 'coreutils' });
+      setTimeout(() => ac.abort(), 50);
+      await assert.rejects(proc.wait(), TaskAbortedError);
+      assert.match((await toolOnPath('sh')) ?? '', /^\/.*\/sh$/);
+      assert.equal(await toolOnPath('envsnap-no-such-tool'), null);
+    });
+
+    it('keeps only the tail of a long stderr', async () => {
+      await assert.rejects(
+        runTool('sh', ['-c', 'head -c 100000 /dev/zero | tr "\\0" x >&2; echo END >&2; exit 1'], {
+          debianPackage: 'dash',
+        }),
+        (err: unknown) =>
+          err instanceof ToolFailedError && err.message.length < 17_000 && /END$/.test(err.message),
+      );
+    });
+  });
+
+  describe('mariadb', () => {
+    let source: MariadbServer;
+    let target: MariadbServer;
+    const service = (server: MariadbServer, databases: string[] = []): ServiceTarget => ({
+      name: 'db',
+      kind: 'mariadb',
+      connection: { host: server.host, port: server.port, user: server.user, password: server.password },
+      databases,
+    });
+
+    before(async () => {
+      [source, target] = await Promise.all([
+        startMariadb({ name: 'source' }),
+        startMariadb({ name: 'target' }),
+      ]);
+      await loadSakilaMariadb(source);
+      await source.query(
+        'CREATE TABLE sakila.odd (id INT PRIMARY KEY, b LONGBLOB, t TEXT CHARACTER SET utf8mb4, l TEXT CHARACTER SET latin1) ENGINE=InnoDB;' +
+          "INSERT INTO sakila.odd VALUES (1, UNHEX('00010D0A0D5C27225A1A'), 'emoji 😀 crlf\\r\\n tab\\t', 'café'), (2, NULL, CONCAT('x', CHAR(0), 'y'), '');" +
+          'CREATE TABLE sakila.isam (id INT) ENGINE=MyISAM; INSERT INTO sakila.isam VALUES (1), (2);' +
+          'CREATE EVENT sakila.nightly ON SCHEDULE EVERY 1 DAY DO DELETE FROM sakila.isam WHERE id > 100;' +
+          'CREATE DATABASE `we ird-db`; CREATE TABLE `we ird-db`.t (x INT); INSERT INTO `we ird-db`.t VALUES (7);',
+      );
+    });
+    after(async () => {
+      await Promise.all([source?.stop(), target?.stop()]);
+    });
+
+    it('plans every non-system database', async () => {
+      const units = await engineFor('mariadb').plan(service(source), ctx);
+      const names = units.map((u) => u.database);
+      assert.ok(names.includes('sakila') && names.includes('we ird-db'), names.join(','));
+      for (const system of ['mysql', 'information_schema', 'performance_schema', 'sys']) {
+        assert.ok(!names.includes(system));
+      }
+      assert.deepEqual(
+        units.find((u) => u.database === 'we ird-db'),
+        { database: 'we ird-db', format: 'sql', fileName: 'we%20ird-db.sql' },
+      );
+      const named = await engineFor('mysql').plan(service(source, ['sakila']), ctx);
+      assert.deepEqual(named, [{ database: 'sakila', format: 'sql', fileName: 'sakila.sql' }]);
+    });
+
+    it('restores over changed data, and into a fresh server, equal to the backup', async () => {
+      const engine = engineFor('mariadb');
+      const databases = ['sakila', 'we ird-db'];
+      const before = await Promise.all(databases.map((db) => mariadbFingerprint(source, db)));
+      const units = await dumpAll(engine, service(source, databases), ctx, files);
+      assert.match((await firstBytes(join(files, 'sakila.sql'), 200)).toString(), /MariaDB dump/);
+
+      await source.query(
+        'CREATE TABLE sakila.added (x INT); DELETE FROM sakila.payment WHERE payment_id % 3 = 0;' +
+          'DROP VIEW sakila.staff_list; DROP TRIGGER sakila.ins_film; DROP EVENT sakila.nightly;' +
+          'UPDATE sakila.odd SET b = NULL; DROP TABLE `we ird-db`.t;',
+      );
+      await restoreAll(engine, service(source, databases), units, ctx, files);
+      const after = await Promise.all(databases.map((db) => mariadbFingerprint(source, db)));
+      assert.deepEqual(after, before);
+
+      await restoreAll(engine, service(target, databases), units, ctx, files);
+      assert.deepEqual(await Promise.all(databases.map((db) => mariadbFingerprint(target, db))), before);
+    });
+
+    it('fails with the tool error and no secret when the password is wrong', async () => {
+      const wrong = {
+        ...service(source, ['sakila']),
+        connection: { ...service(source).connection, password: 'wr0ng#"pw' },
+      };
+      const dump = await engineFor('mariadb').dump(
+        wrong,
+        { database: 'sakila', format: 'sql', fileName: 'sakila.sql' },
+        ctx,
+      );
+      dump.stdout.resume();
+      await assert.rejects(
+        dump.wait(),
+        (err: unknown) =>
+          err instanceof ToolFailedError &&
+          /Access denied/.test(err.message) &&
+          !err.message.includes('wr0ng'),
+      );
+    });
+
+    it('stops a dump when the task is aborted', async () => {
+      const ac = new AbortController();
+      const dump = await engineFor('mariadb').dump(
+        service(source),
+        { database: 'sakila', format: 'sql', fileName: 'sakila.sql' },
+        { ...ctx, signal: ac.signal },
+      );
+      dump.stdout.once('data', () => ac.abort());
+      dump.stdout.resume();
+      await assert.rejects(dump.wait(), TaskAbortedError);
+    });
+  });
+
+  describe('postgresql', () => {
+    let source: PostgresServer;
+    let target: PostgresServer;
+    const service = (server: PostgresServer, databases: string[] = []): ServiceTarget => ({
+      name: 'pg',
+      kind: 'postgresql',
+      connection: { host: server.host, port: server.port, user: server.user },
+      databases,
+    });
+
+    before(async () => {
+      [source, target] = await Promise.all([
+        startPostgres({ name: 'source' }),
+        startPostgres({ name: 'target' }),
+      ]);
+      await loadSakilaPostgres(source);
+      await source.psql(
+        "CREATE ROLE app LOGIN PASSWORD 'app-secret'; CREATE ROLE reader;" +
+          'CREATE DATABASE "app db" OWNER app;' +
+          'ALTER DATABASE "app db" SET work_mem = \'8MB\'; COMMENT ON DATABASE "app db" IS \'the app\';',
+      );
+      await source.psql(
+        'SET ROLE app; CREATE TABLE t (id serial PRIMARY KEY, v text, b bytea);' +
+          "INSERT INTO t (v, b) VALUES ('a😀', '\\x000102'), ('b', NULL); SELECT setval('t_id_seq', 1000);" +
+          "SELECT lo_from_bytea(0, '\\x626c6f6200'::bytea); GRANT SELECT ON t TO reader;",
+        'app db',
+      );
+    });
+    after(async () => {
+      await Promise.all([source?.stop(), target?.stop()]);
+    });
+
+    it('plans the globals first, then every database but the templates', async () => {
+      const units = await engineFor('postgresql').plan(service(source), ctx);
+      assert.deepEqual(units, [
+        { database: '', format: 'pg_globals', fileName: 'globals.sql' },
+        { database: 'app db', format: 'pg_custom', fileName: 'app%20db.pgdump' },
+        { database: 'postgres', format: 'pg_custom', fileName: 'postgres.pgdump' },
+        { database: 'sakila', format: 'pg_custom', fileName: 'sakila.pgdump' },
+      ]);
+    });
+
+    it('restores over changed data (with a session connected), and into a fresh server, equal to the backup', async () => {
+      const engine = engineFor('postgresql');
+      const databases = ['sakila', 'app db', 'postgres'];
+      const extra = async (server: PostgresServer): Promise<string> =>
+        server.psql(
+          "SELECT datacl::text, pg_get_userbyid(datdba), shobj_description(oid, 'pg_database'), " +
+            '(SELECT setconfig::text FROM pg_db_role_setting WHERE setdatabase = d.oid), ' +
+            "(SELECT count(*) FROM pg_roles WHERE rolname IN ('app', 'reader')) FROM pg_database d WHERE datname = 'app db'",
+        );
+      const largeObjects = (server: PostgresServer): Promise<string> =>
+        server.psql("SELECT encode(lo_get(oid), 'hex') FROM pg_largeobject_metadata", 'app db');
+      const before = await Promise.all(databases.map((db) => postgresFingerprint(source, db)));
+      const beforeExtra = await extra(source);
+      const units = await dumpAll(engine, service(source, databases), ctx, files);
+      assert.equal((await firstBytes(join(files, 'sakila.pgdump'), 5)).toString(), 'PGDMP');
+
+      await source.psql(
+        'CREATE TABLE added (x int); DELETE FROM payment_p2007_02 WHERE payment_id % 2 = 0;' +
+          "DROP VIEW staff_list; ALTER TYPE mpaa_rating ADD VALUE 'X'; SELECT setval('actor_actor_id_seq', 5);",
+        'sakila',
+      );
+      await source.psql('DROP TABLE t', 'app db');
+      const idle = source.psql('SELECT pg_sleep(120)', 'sakila').catch(() => 'terminated');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await restoreAll(engine, service(source, databases), units, ctx, files);
+      assert.equal(await idle, 'terminated');
+      assert.deepEqual(await Promise.all(databases.map((db) => postgresFingerprint(source, db))), before);
+      assert.equal(await extra(source), beforeExtra);
+      assert.equal((await largeObjects(source)).trim(), '626c6f6200');
+      assert.ok(
+        ctx.logs.some((line) => /globals: \d+ statements skipped/.test(line)),
+        ctx.logs.join('\n'),
+      );
+
+      await restoreAll(engine, service(target, databases), units, ctx, files);
+      assert.deepEqual(await Promise.all(databases.map((db) => postgresFingerprint(target, db))), before);
+      assert.equal(await extra(target), beforeExtra);
+      assert.equal((await largeObjects(target)).trim(), '626c6f6200');
+    });
+
+    it('fails a database restore on the first error', async () => {
+      const bad = join(files, 'bad.pgdump');
+      const dump = await engineFor('postgresql').dump(
+        service(source),
+        { database: 'sakila', format: 'pg_custom', fileName: 'x' },
+        ctx,
+      );
+      // Cut the archive: pg_restore must fail, and the failure must surface.
+      await Promise.all([pipeline(dump.stdout, createWriteStream(bad)), dump.wait()]);
+      const fh = await open(bad, 'r+');
+      await fh.truncate(200_000);
+      await fh.close();
+      await assert.rejects(
+        engineFor('postgresql').restore(
+          service(target),
+          { database: 'cut', format: 'pg_custom', fileName: 'x' },
+          createReadStream(bad),
+          ctx,
+        ),
+        ToolFailedError,
+      );
+    });
+  });
+
+  describe('redis', () => {
+    let source: RedisServer;
+    let target: RedisServer;
+    const service = (server: RedisServer): ServiceTarget => ({
+      name: 'cache',
+      kind: 'redis',
+      connection: { host: server.host, port: server.port, password: server.password },
+      databases: [],
+    });
+
+    before(async () => {
+      [source, target] = await Promise.all([startRedis({ name: 'source' }), startRedis({ name: 'target' })]);
+      await fillRedis(source);
+      const client = source.client(0);
+      await client.call(
+        'FUNCTION',
+        'LOAD',
+        "#!lua name=envsnaplib\nredis.register_function('envsnap_hello', function() return 'hi' end)",
+      );
+      client.disconnect();
+    });
+    after(async () => {
+      await Promise.all([source?.stop(), target?.stop()]);
+    });
+
+    it('restores over changed data, and into a fresh server, equal to the backup (keys, types, exact expiries, functions)', async () => {
+      const engine = engineFor('redis');
+      const before = await redisFingerprint(source);
+      const units = await dumpAll(engine, service(source), ctx, files);
+      assert.deepEqual(units, [{ database: '', format: 'rdb', fileName: 'dump.rdb' }]);
+      assert.equal((await firstBytes(join(files, 'dump.rdb'), 5)).toString(), 'REDIS');
+
+      const client = source.client(0);
+      await client.set('added', 'x');
+      await client.del('user:050', 'stream:events');
+      await client.pexpire('str:utf8', 5000);
+      await client.select(5);
+      await client.set('in-db-5', 'x');
+      await client.call('FUNCTION', 'FLUSH');
+      await restoreAll(engine, service(source), units, ctx, files);
+      assert.deepEqual(await redisFingerprint(source), before);
+      await client.select(0);
+      assert.equal(await client.call('FCALL', 'envsnap_hello', '0'), 'hi');
+      client.disconnect();
+      assert.ok(
+        ctx.logs.some((line) => /redis: restored \d+ keys in 2 databases/.test(line)),
+        ctx.logs.join('\n'),
+      );
+
+      await restoreAll(engine, service(target), units, ctx, files);
+      assert.deepEqual(await redisFingerprint(target), before);
+    });
+
+    it('leaves the target alone when the backup is not a valid RDB', async () => {
+      const bad = join(files, 'bad.rdb');
+      await writeFile(bad, 'REDIS0010 this is not an rdb');
+      const client = target.client(0);
+      await client.set('precious', 'still here');
+      await assert.rejects(
+        engineFor('redis').restore(
+          service(target),
+          { database: '', format: 'rdb', fileName: 'dump.rdb' },
+          createReadStream(bad),
+          ctx,
+        ),
+        (err: unknown) => err instanceof ToolFailedError && /loading DB/.test(err.message),
+      );
+      assert.equal(await client.get('precious'), 'still here');
+      client.disconnect();
+    });
+
+    it('fails a dump with a wrong password without showing it', async () => {
+      const wrong = {
+        ...service(source),
+        connection: { ...service(source).connection, password: 'wr0ng-pw' },
+      };
+      await assert.rejects(
+        engineFor('redis').dump(wrong, { database: '', format: 'rdb', fileName: 'dump.rdb' }, ctx),
+        (err: unknown) => err instanceof ToolFailedError && !err.message.includes('wr0ng-pw'),
+      );
+    });
+  });
+});
