@@ -545,8 +545,16 @@ interface DirMeta {
  * root gets the mode, owner and mtime of the archive's `./` entry if it has one, and the old
  * directory is removed. Needs free space for a second copy while it runs. A failure before the swap
  * leaves the live tree untouched; a failure during the swap moves everything back. Nested mount
- * points under the root cannot be moved and make the swap fail (and roll back). Leftover
- * `.envsnap-*` directories of an interrupted restore are left alone.
+ * points under the root cannot be moved and make the swap fail (and roll back).
+ *
+ * Killed (kill -9 of the agent): during the extraction, which is where a restore spends its time,
+ * the live tree is untouched and only the staging directory is left behind; the next restore of
+ * the mount removes leftover `.envsnap-staging-*` directories first. The swap itself is two
+ * renames per top-level entry (milliseconds for a few entries): a kill inside it leaves some
+ * top-level entries already moved into `.envsnap-old-*` or the staged ones partly moved in, which
+ * a restore run again sets right (the staged tree is complete and the old entries are all in
+ * `.envsnap-old-*`). Leftover `.envsnap-old-*` directories are never removed automatically: after
+ * such a kill they hold the only copy of the entries moved aside.
  *
  * Refused with UnsafeArchiveEntryError, before anything outside the staging directory changes: an
  * empty or absolute name, a `..` component, a reserved top-level name, a parent that is a symlink or
@@ -572,6 +580,7 @@ export async function extractMountArchive(
   // Adding and removing the staging directory touches the root's mtime: a failed restore puts it back.
   const putRootTimesBack = (): Promise<void> =>
     utimes(root, rootBefore.atimeMs / 1000, rootBefore.mtimeMs / 1000).catch(() => {});
+  await removeLeftoverStaging(root);
   const staging = await mkdtemp(join(root, STAGING_PREFIX));
   const extractor = new StagingExtractor(staging);
   try {
@@ -847,6 +856,15 @@ async function finishFile(
 
 function depth(rel: string): number {
   return rel.split('/').length;
+}
+
+/** Removes `.envsnap-staging-*` directories that a killed restore left in `root`. */
+async function removeLeftoverStaging(root: string): Promise<void> {
+  for (const name of await readdir(root)) {
+    if (!name.startsWith(STAGING_PREFIX)) continue;
+    const st = await lstat(join(root, name)).catch(() => undefined);
+    if (st?.isDirectory()) await rm(join(root, name), { recursive: true, force: true });
+  }
 }
 
 /** Moves the staged tree into `root` in place of its current content (see extractMountArchive). */

@@ -74,8 +74,22 @@ export interface Engine {
    * Restores one unit from `input` (raw, already decompressed bytes) into the
    * service, replacing what is there so that the data equals the backup.
    * Resolves when the data is fully applied.
+   *
+   * Databases are restored safely: loaded into `<db>__envsnap_staging` first and swapped in only
+   * once the load succeeded, so that a restore that fails or is killed at any point leaves the
+   * live database as it was, or fully restored (MariaDB, PostgreSQL; see each engine for the
+   * residual windows). The previous data is kept as `<db>__envsnap_pre_restore` until
+   * {@link dropPreRestoreCopies} or the next restore of that database. Redis cannot be restored
+   * atomically without owning the server (see redis.ts).
    */
   restore(service: ServiceTarget, unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void>;
+  /**
+   * Drops the pre-restore copies that restores of `service` kept: those of the databases named
+   * in the config, or all of them on the server when it names none. Meant to run after the next
+   * successful backup of the service, or on an explicit cleanup. Resolves with the names dropped
+   * (none for Redis, which keeps no copy).
+   */
+  dropPreRestoreCopies(service: ServiceTarget, ctx: EngineContext): Promise<string[]>;
   /** A sentence for the manifest on what consistency the dump gives (e.g. InnoDB-only snapshot). */
   consistency: string;
 }

@@ -16,12 +16,29 @@
  *   views are always dumped. `--hex-blob` writes binary columns as hex literals, so the dump is
  *   plain text whatever the data. `--quick` streams rows instead of buffering whole tables.
  *
- * Restore: the dump is piped into `mariadb --default-character-set=utf8mb4 --binary-mode
- * --max-allowed-packet=1G`. `--binary-mode` stops the client from treating `\0` and `\r\n` in the
- * input specially (MariaDB manual, mariadb client options), and `--max-allowed-packet` lets the
- * client send rows as large as the dump's extended INSERTs. Checked on MariaDB 10.11 with the
- * Sakila database plus BLOBs holding NUL/CR/LF/quote bytes, utf8mb4 emoji and latin1 text:
- * table checksums, routines, triggers, views and events equal after a round trip.
+ * Restore, safely (issue 5): the live database is never written while the dump loads.
+ * 1. A leftover `<db>__envsnap_staging` (from a restore that was killed) is dropped.
+ * 2. The dump streams through {@link rewriteDumpToStaging}, which points its `DROP DATABASE`,
+ *    `CREATE DATABASE`, `USE` and `ALTER DATABASE` lines at `<db>__envsnap_staging` and removes a
+ *    `<db>.` qualifier from trigger heads (refusing a dump that names any other database), into
+ *    `mariadb --default-character-set=utf8mb4 --binary-mode --max-allowed-packet=1G`.
+ *    `--binary-mode` stops the client from treating `\0` and `\r\n` in the input specially
+ *    (MariaDB manual, mariadb client options), and `--max-allowed-packet` lets the client send
+ *    rows as large as the dump's extended INSERTs. A failed or killed load leaves only the
+ *    staging schema behind.
+ * 3. Once the load succeeded, the previous `<db>__envsnap_pre_restore` is dropped and recreated
+ *    empty, and the staging schema is swapped in ({@link planSwap}, mariadb-swap.ts): on MariaDB
+ *    one compound statement that the server finishes even if the agent dies, and that undoes
+ *    itself on error. The old tables end up in `<db>__envsnap_pre_restore`. The swap is not
+ *    cancelled by an aborted task once started (it takes milliseconds).
+ * 4. The staging schema (now without tables) is dropped, and the old views, routines, events
+ *    (disabled) and triggers are recreated in `<db>__envsnap_pre_restore`, so that the copy is
+ *    whole. It stays until {@link MariadbEngine.dropPreRestoreCopies} or the next restore.
+ * The result equals the backup: tables, views, routines, triggers and events the backup does not
+ * have are gone from `<db>` (checked on MariaDB 10.11 with the Sakila database plus BLOBs holding
+ * NUL/CR/LF/quote bytes, utf8mb4 emoji and latin1 text: table checksums, routines, triggers, views
+ * and events equal after a round trip). Needs, besides what the dump itself needs, the rights to
+ * create and drop the two extra schemas and to rename tables between them.
  *
  * Secrets: user, password, host, port and socket go into a temporary option file (mode 0600, in the
  * task's work directory, removed when the tool exits) passed as `--defaults-extra-file`, which the
@@ -30,21 +47,44 @@
  * Not covered: accounts and grants (they live in the `mysql` system database, which is not
  * dumped), and tables in other databases than those planned.
  */
-import { randomBytes } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 
-import { feedTool, firstToolOnPath, runTool, spawnTool, type ToolProcess } from '../tool-process.js';
+import { errorMessage, TaskAbortedError } from '../../shared/errors.js';
+import { feedTool, firstToolOnPath, spawnTool, type ToolProcess } from '../tool-process.js';
 import { artifactFileName } from './artifact-name.js';
-import type {
-  DumpProcess,
-  DumpUnit,
-  Engine,
-  EngineContext,
-  ResolvedConnection,
-  ServiceTarget,
-} from './engine.js';
+import type { DumpProcess, DumpUnit, Engine, EngineContext, ServiceTarget } from './engine.js';
+import { hexString, MariadbClient, quoteIdent, writeOptionFile } from './mariadb-client.js';
+import { rewriteDumpToStaging } from './mariadb-dump-rewrite.js';
+import {
+  planSwap,
+  readSchema,
+  renderPreRestoreCopy,
+  renderSwapBlock,
+  renderSwapScript,
+  serverFlavor,
+  SWAP_LOCK_WAIT_SECONDS,
+} from './mariadb-swap.js';
+import {
+  isPreRestoreName,
+  isRestoreWorkName,
+  MARIADB_NAME_LIMIT,
+  preRestoreName,
+  stagingName,
+} from './staging-names.js';
+
+export { writeOptionFile } from './mariadb-client.js';
+
+/**
+ * Caps how long dropping a work schema waits for another session's locks (e.g. someone reading
+ * the pre-restore copy in an open transaction), as the swap does; the server's default is a day.
+ */
+const CAP_LOCK_WAIT = `SET SESSION lock_wait_timeout = LEAST(@@global.lock_wait_timeout, ${SWAP_LOCK_WAIT_SECONDS});\n`;
+
+/** How long cleanup after a failed restore may take, in milliseconds. */
+const CLEANUP_TIMEOUT_MS = 120_000;
+/** How long the swap and what follows it may take, in milliseconds (the swap waits for locks at most 120 s). */
+const SWAP_TIMEOUT_MS = 30 * 60_000;
 
 /** Databases that `plan` leaves out when the config names none: MariaDB's own system schemas. */
 export const MARIADB_SYSTEM_DATABASES: readonly string[] = [
@@ -131,78 +171,153 @@ export class MariadbEngine implements Engine {
     return withOptionFileCleanup(proc, optionFile);
   }
 
-  /** Pipes the dump into the client; the dump drops and recreates the database (see the file comment). */
-  async restore(service: ServiceTarget, _unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void> {
-    const tool = await firstToolOnPath(this.tools.client, this.tools.debianPackage);
-    const optionFile = await writeOptionFile(service.connection, ctx.workDir);
+  /**
+   * Loads the dump into `<db>__envsnap_staging`, then swaps it in, keeping the previous data as
+   * `<db>__envsnap_pre_restore` (see the file comment). Rejects with ToolFailedError (the load or
+   * the swap failed; the live database is as it was), ArtifactCorruptError (the dump names another
+   * database) or TaskAbortedError; the staging schema is dropped on failure.
+   */
+  async restore(service: ServiceTarget, unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void> {
+    const db = unit.database;
+    const staging = stagingName(db, MARIADB_NAME_LIMIT);
+    const pre = preRestoreName(db, MARIADB_NAME_LIMIT);
+    const client = await this.client(service, ctx, ctx.signal);
+    let steady: MariadbClient | undefined;
+    let swapped = false;
+    let preCreated = false;
     try {
-      const proc = spawnTool(tool, [`--defaults-extra-file=${optionFile}`, ...MARIADB_RESTORE_OPTIONS], {
+      await client.exec(`${CAP_LOCK_WAIT}DROP DATABASE IF EXISTS ${quoteIdent(staging)};`);
+      const load = spawnTool(client.tool, client.args(), {
         stdio: ['pipe', 'ignore'],
         signal: ctx.signal,
         debianPackage: this.tools.debianPackage,
       });
-      await feedTool(input, proc);
+      const rewriter = rewriteDumpToStaging(db, staging);
+      input.once('error', (err) => rewriter.destroy(err));
+      await feedTool(input.pipe(rewriter), load);
+      ctx.signal.throwIfAborted();
+
+      const staged = await readSchema(client, staging);
+      if (!staged) throw new Error(`the dump did not create ${staging}`);
+      const live = await readSchema(client, db);
+      const flavor = await serverFlavor(client);
+      ctx.signal.throwIfAborted();
+      if (live) {
+        await client.exec(
+          `${CAP_LOCK_WAIT}DROP DATABASE IF EXISTS ${quoteIdent(pre)};\n` +
+            `CREATE DATABASE ${quoteIdent(pre)} CHARACTER SET ${live.charset} COLLATE ${live.collation};`,
+        );
+        preCreated = true;
+      } else {
+        await client.exec(
+          `CREATE DATABASE IF NOT EXISTS ${quoteIdent(db)} CHARACTER SET ${staged.charset} COLLATE ${staged.collation};`,
+        );
+      }
+      ctx.signal.throwIfAborted();
+      const plan = planSwap(db, staging, pre, live, staged, flavor);
+      // Once started, the swap runs to its end: it is not tied to the task's signal.
+      steady = await this.client(service, ctx, AbortSignal.timeout(SWAP_TIMEOUT_MS));
+      await steady.exec(flavor === 'mariadb' ? renderSwapBlock(db, plan) : renderSwapScript(db, plan));
+      swapped = true;
+      await steady.exec(`${CAP_LOCK_WAIT}DROP DATABASE IF EXISTS ${quoteIdent(staging)};`);
+      if (live) {
+        const copy = renderPreRestoreCopy(pre, live, flavor);
+        const failed = await steady.rows(copy).then(
+          (rows) => Number(rows[0]?.[0] ?? 0),
+          (err: unknown) => {
+            ctx.log(`${db}: completing the pre-restore copy failed: ${errorMessage(err)}`);
+            return 0;
+          },
+        );
+        if (failed > 0) ctx.log(`${db}: ${failed} views, routines, events or triggers not copied to ${pre}`);
+        ctx.log(`${db}: restored through ${staging}; the previous data is kept in ${pre}`);
+      } else {
+        ctx.log(`${db}: restored through ${staging} (the database did not exist before)`);
+      }
+    } catch (err) {
+      if (!swapped) await this.cleanUpFailedRestore(service, ctx, staging, preCreated ? pre : undefined);
+      if (ctx.signal.aborted && !(err instanceof TaskAbortedError))
+        throw new TaskAbortedError(`restore of ${db} was stopped`, { cause: err });
+      throw err;
     } finally {
-      await rm(optionFile, { force: true });
+      await Promise.all([client.close(), steady?.close()]);
     }
+  }
+
+  /**
+   * After a failed restore: drops the staging schema, and the pre-restore schema this restore
+   * created if it holds no table (the swap was undone or never ran). Best effort: failures are
+   * logged, not thrown.
+   */
+  private async cleanUpFailedRestore(
+    service: ServiceTarget,
+    ctx: EngineContext,
+    staging: string,
+    pre: string | undefined,
+  ): Promise<void> {
+    const cleanup = await this.client(service, ctx, AbortSignal.timeout(CLEANUP_TIMEOUT_MS));
+    try {
+      await cleanup.exec(`${CAP_LOCK_WAIT}DROP DATABASE IF EXISTS ${quoteIdent(staging)};`);
+      if (pre !== undefined) {
+        const [[tables = '1'] = []] = await cleanup.rows(
+          `SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${hexString(pre)};`,
+        );
+        if (tables === '0') await cleanup.exec(`${CAP_LOCK_WAIT}DROP DATABASE IF EXISTS ${quoteIdent(pre)};`);
+      }
+    } catch (err) {
+      ctx.log(`could not clean up ${staging} after the failed restore: ${errorMessage(err)}`);
+    } finally {
+      await cleanup.close();
+    }
+  }
+
+  /**
+   * Drops the pre-restore copies kept by restores: `<db>__envsnap_pre_restore` for each database
+   * named in the config, or every such schema on the server when the config names none. Resolves
+   * with the names dropped. Rejects with ToolFailedError.
+   */
+  async dropPreRestoreCopies(service: ServiceTarget, ctx: EngineContext): Promise<string[]> {
+    const all = await this.listAllDatabases(service, ctx);
+    const wanted =
+      service.databases.length > 0
+        ? new Set(service.databases.map((db) => preRestoreName(db, MARIADB_NAME_LIMIT)))
+        : null;
+    const names = all.filter((name) => isPreRestoreName(name) && (wanted === null || wanted.has(name)));
+    if (names.length === 0) return [];
+    const client = await this.client(service, ctx, ctx.signal);
+    try {
+      await client.exec(
+        CAP_LOCK_WAIT + names.map((name) => `DROP DATABASE IF EXISTS ${quoteIdent(name)};`).join('\n'),
+      );
+    } finally {
+      await client.close();
+    }
+    return names;
+  }
+
+  private async client(
+    service: ServiceTarget,
+    ctx: EngineContext,
+    signal: AbortSignal,
+  ): Promise<MariadbClient> {
+    const tool = await firstToolOnPath(this.tools.client, this.tools.debianPackage);
+    return MariadbClient.open(tool, this.tools.debianPackage, service.connection, ctx.workDir, signal);
   }
 
   private async listDatabases(service: ServiceTarget, ctx: EngineContext): Promise<string[]> {
-    const tool = await firstToolOnPath(this.tools.client, this.tools.debianPackage);
-    const optionFile = await writeOptionFile(service.connection, ctx.workDir);
+    return (await this.listAllDatabases(service, ctx)).filter(
+      (name) => !MARIADB_SYSTEM_DATABASES.includes(name.toLowerCase()) && !isRestoreWorkName(name),
+    );
+  }
+
+  private async listAllDatabases(service: ServiceTarget, ctx: EngineContext): Promise<string[]> {
+    const client = await this.client(service, ctx, ctx.signal);
     try {
-      const out = await runTool(
-        tool,
-        [`--defaults-extra-file=${optionFile}`, '--batch', '--skip-column-names', '-e', 'SHOW DATABASES'],
-        { signal: ctx.signal, debianPackage: this.tools.debianPackage },
-      );
-      return out
-        .split('\n')
-        .filter((line) => line !== '')
-        .map(unescapeBatchValue)
-        .filter((name) => !MARIADB_SYSTEM_DATABASES.includes(name.toLowerCase()));
+      return (await client.rows('SHOW DATABASES;')).map((row) => row[0] ?? '').filter((name) => name !== '');
     } finally {
-      await rm(optionFile, { force: true });
+      await client.close();
     }
   }
-}
-
-/**
- * Writes a `[client]` option file with the connection (mode 0600, created exclusively) and returns
- * its path. Values are double-quoted with `\\`, `\"` and `\n` escapes, which the option-file parser
- * undoes (MariaDB manual, "Configuring MariaDB with Option Files", escape sequences), so that a
- * password with `#`, quotes or spaces survives. A socket selects `protocol=SOCKET`, a host
- * `protocol=TCP` (so that `localhost` with a port means TCP, not the default socket).
- */
-export async function writeOptionFile(conn: ResolvedConnection, dir: string): Promise<string> {
-  const lines = ['[client]'];
-  const put = (key: string, value: string | number | undefined): void => {
-    if (value !== undefined && value !== '') lines.push(`${key}=${quoteOptionValue(String(value))}`);
-  };
-  put('user', conn.user);
-  put('password', conn.password);
-  if (conn.socket) {
-    put('socket', conn.socket);
-    put('protocol', 'SOCKET');
-  } else if (conn.host) {
-    put('host', conn.host);
-    put('port', conn.port);
-    put('protocol', 'TCP');
-  } else {
-    put('port', conn.port);
-  }
-  const path = join(dir, `envsnap-client-${randomBytes(6).toString('hex')}.cnf`);
-  await writeFile(path, lines.join('\n') + '\n', { mode: 0o600, flag: 'wx' });
-  return path;
-}
-
-function quoteOptionValue(value: string): string {
-  return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n').replace(/\r/g, '\\r')}"`;
-}
-
-/** Undoes the escaping of `mariadb --batch` output (`\\`, `\t`, `\n`, `\0`). */
-function unescapeBatchValue(value: string): string {
-  return value.replace(/\\(.)/g, (_m, ch: string) => ({ n: '\n', t: '\t', '0': '\0', '\\': '\\' })[ch] ?? ch);
 }
 
 function withOptionFileCleanup(proc: ToolProcess, optionFile: string): DumpProcess {

@@ -23,18 +23,32 @@
  *   attributes and password. The failures are counted into the activity log. Roles created after
  *   the backup are kept (dropping roles would fail on or orphan the objects they own). Note that
  *   the role the agent connects as gets its backed-up password back too.
- * - a database: dropped (`DROP DATABASE IF EXISTS ... WITH (FORCE)`, PostgreSQL 13+, which ends
- *   other sessions on it; plain DROP on older servers), then `pg_restore --create --exit-on-error`
- *   reads the archive from stdin: it recreates the database with its properties and owner, then
- *   everything in it. Dropping first is what makes the result equal the backup: `pg_restore --clean`
- *   alone would leave objects created after the backup in place. Owners are kept (no `--no-owner`):
- *   the globals, restored first, bring the roles back. Reading from stdin rules out `-j`. The
- *   connecting role needs CREATEDB (or superuser), and the target cluster the database's locale.
- * - errors: pg_restore continues past a failing statement by default and exits 1 at the end with
- *   "errors ignored on restore: N". A restore with a missing table is not a restore, so envsnap
- *   passes `--exit-on-error`: the first error stops it and fails the unit with ToolFailedError
- *   carrying pg_restore's stderr. Warnings (stderr lines that are not errors) do not change the
- *   exit status and are left alone. A failed restore leaves the database partly restored.
+ * - a database, safely (issue 5): the live database is not touched until the backup is loaded.
+ *   1. A leftover `<db>__envsnap_staging` (from a restore that was killed) is dropped
+ *      (`DROP DATABASE IF EXISTS ... WITH (FORCE)`, PostgreSQL 13+, which ends sessions on it).
+ *   2. `pg_restore --create --file=-` turns the archive (read from stdin) into a SQL script, which
+ *      streams through {@link rewritePgScriptToStaging} (it points the `CREATE DATABASE`, the
+ *      database's properties, comment and grants, and the `\connect`s at the staging name) into
+ *      `psql -v ON_ERROR_STOP=1`. So the staging database is created with the backup's encoding,
+ *      locale, owner, settings and grants, and filled. pg_restore has no option to restore under
+ *      another name; `--create` is what restores those properties. Owners are kept (no
+ *      `--no-owner`): the globals, restored first, bring the roles back. The script is read from
+ *      stdin, which rules out `-j`. The connecting role needs CREATEDB (or superuser).
+ *   3. Once psql and pg_restore both succeeded, an older `<db>__envsnap_pre_restore` is dropped
+ *      and, in **one transaction**, the sessions on `<db>` are ended (`pg_terminate_backend`, as
+ *      `DROP ... WITH (FORCE)` did before), `<db>` is renamed `<db>__envsnap_pre_restore` and the
+ *      staging database `<db>` (`ALTER DATABASE ... RENAME` runs inside a transaction block;
+ *      connections that arrive meanwhile wait for its lock). A kill at any point before the commit
+ *      rolls it back; the commit is atomic. A session that connects between the terminate and
+ *      the rename makes the rename fail ("being accessed by other users"): the transaction then
+ *      rolls back and is retried ({@link PG_SWAP_ATTEMPTS} times).
+ *   The previous data stays in `<db>__envsnap_pre_restore` until
+ *   {@link PostgresqlEngine.dropPreRestoreCopies} or the next restore of `<db>`. The result equals
+ *   the backup: objects created after the backup are not in the restored database.
+ * - errors: the first error stops psql (ON_ERROR_STOP) and fails the unit with ToolFailedError
+ *   carrying its stderr, as `pg_restore --exit-on-error` did; a restore with a missing table is
+ *   not a restore. Warnings and notices do not fail it. A failed load leaves the live database
+ *   untouched; the staging database is dropped.
  *
  * Checked on PostgreSQL 15 with the Sakila port (enum type, domain, inherited payment partitions,
  * views, functions, triggers, sequences) plus a large object, bytea and UTF-8 data, database comment,
@@ -46,10 +60,20 @@
  * as quoted `dbname='...'` connection strings (a name with `=` in it is otherwise parsed as one).
  */
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
+import { errorMessage, TaskAbortedError, ToolFailedError } from '../../shared/errors.js';
 import { feedTool, runTool, spawnTool } from '../tool-process.js';
 import { artifactFileName } from './artifact-name.js';
 import type { DumpProcess, DumpUnit, Engine, EngineContext, ServiceTarget } from './engine.js';
+import { rewritePgScriptToStaging } from './postgresql-script-rewrite.js';
+import {
+  isPreRestoreName,
+  isRestoreWorkName,
+  POSTGRES_NAME_LIMIT,
+  preRestoreName,
+  stagingName,
+} from './staging-names.js';
 
 const DEBIAN_PACKAGE = 'postgresql-client';
 
@@ -64,6 +88,29 @@ export const PG_GLOBALS_UNIT: Readonly<DumpUnit> = {
 export const PG_SKIPPED_DATABASES: readonly string[] = ['template0', 'template1'];
 
 const LIST_DATABASES_SQL = `SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname`;
+const ALL_DATABASES_SQL = `SELECT datname FROM pg_catalog.pg_database ORDER BY datname`;
+
+/** How often the swap transaction is tried when a session connects between terminate and rename. */
+export const PG_SWAP_ATTEMPTS = 5;
+
+/** How long cleanup after a failed restore, and the swap, may take, in milliseconds. */
+const STEADY_TIMEOUT_MS = 10 * 60_000;
+
+/**
+ * The swap, in one transaction (psql variables `db`, `staging`, `pre`): ends the sessions on the
+ * live and the staging database, renames the live one (if it exists) to `pre` and the staging one
+ * to `db`. `ALTER DATABASE ... RENAME` waits up to 5 s for terminated sessions to exit.
+ */
+const SWAP_SQL = `BEGIN;
+SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity
+  WHERE datname IN (:'db', :'staging') AND pid <> pg_catalog.pg_backend_pid();
+SELECT format('ALTER DATABASE %I RENAME TO %I', :'db', :'pre')
+  WHERE EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = :'db')
+\\gexec
+SELECT format('ALTER DATABASE %I RENAME TO %I', :'staging', :'db')
+\\gexec
+COMMIT;
+`;
 
 /** Drops `:db` (a psql variable) if it exists, ending other sessions on PostgreSQL 13+. */
 const DROP_DATABASE_SQL = `SELECT CASE WHEN current_setting('server_version_num')::int >= 130000
@@ -98,7 +145,13 @@ export class PostgresqlEngine implements Engine {
         ? ['pg_dumpall', ['--globals-only', '--no-password']]
         : [
             'pg_dump',
-            ['--format=custom', '--compress=0', '--no-password', `--dbname=${conninfo(unit.database)}`],
+            [
+              // 'sql' units are db-dump's plain SQL (ece-tools style .sql.gz); backups use the custom format.
+              unit.format === 'sql' ? '--format=plain' : '--format=custom',
+              '--compress=0',
+              '--no-password',
+              `--dbname=${conninfo(unit.database)}`,
+            ],
           ];
     const proc = spawnTool(cmd, args, {
       env: pgEnv(service),
@@ -111,9 +164,165 @@ export class PostgresqlEngine implements Engine {
     return { stdout, wait: () => proc.wait(), kill: () => proc.kill() };
   }
 
+  /**
+   * Restores the globals, or one database through `<db>__envsnap_staging` and a swap, keeping the
+   * previous data as `<db>__envsnap_pre_restore` (see the file comment). Rejects with
+   * ToolFailedError (the live database is then as it was), ArtifactCorruptError or TaskAbortedError.
+   */
   async restore(service: ServiceTarget, unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void> {
     if (unit.format === 'pg_globals') return this.restoreGlobals(service, input, ctx);
-    const maintenance = unit.database === 'postgres' ? 'template1' : 'postgres';
+    const db = unit.database;
+    const staging = stagingName(db, POSTGRES_NAME_LIMIT);
+    const pre = preRestoreName(db, POSTGRES_NAME_LIMIT);
+    const maintenance = maintenanceDatabase(db);
+    try {
+      await this.dropDatabase(service, staging, maintenance, ctx.signal);
+      await this.load(service, db, staging, maintenance, input, ctx);
+      ctx.signal.throwIfAborted();
+      // From here on the work is short and runs to its end: it is not tied to the task's signal.
+      const steady = AbortSignal.timeout(STEADY_TIMEOUT_MS);
+      await this.dropDatabase(service, pre, maintenance, steady);
+      const existed = await this.swap(service, db, staging, pre, maintenance, steady);
+      ctx.log(
+        existed
+          ? `${db}: restored through ${staging}; the previous data is kept in ${pre}`
+          : `${db}: restored through ${staging} (the database did not exist before)`,
+      );
+    } catch (err) {
+      // Safe whatever failed: until the swap commits the staging database is apart from the live
+      // one, and once it has committed no database has the staging name any more.
+      await this.dropDatabase(service, staging, maintenance, AbortSignal.timeout(STEADY_TIMEOUT_MS)).catch(
+        (cleanupErr: unknown) => ctx.log(`${db}: could not drop ${staging}: ${errorMessage(cleanupErr)}`),
+      );
+      if (ctx.signal.aborted && !(err instanceof TaskAbortedError))
+        throw new TaskAbortedError(`restore of ${db} was stopped`, { cause: err });
+      throw err;
+    }
+  }
+
+  /**
+   * Drops the pre-restore copies kept by restores: `<db>__envsnap_pre_restore` for each database
+   * named in the config, or every such database when the config names none (`WITH (FORCE)`).
+   * Resolves with the names dropped. Rejects with ToolFailedError.
+   */
+  async dropPreRestoreCopies(service: ServiceTarget, ctx: EngineContext): Promise<string[]> {
+    const wanted =
+      service.databases.length > 0
+        ? new Set(service.databases.map((db) => preRestoreName(db, POSTGRES_NAME_LIMIT)))
+        : null;
+    const names = (await this.queryDatabases(service, ALL_DATABASES_SQL, ctx)).filter(
+      (name) => isPreRestoreName(name) && (wanted === null || wanted.has(name)),
+    );
+    for (const name of names) await this.dropDatabase(service, name, 'postgres', ctx.signal);
+    return names;
+  }
+
+  /** Step 2 of a database restore: pg_restore's script, rewritten to `staging`, into psql. */
+  private async load(
+    service: ServiceTarget,
+    db: string,
+    staging: string,
+    maintenance: string,
+    input: Readable,
+    ctx: EngineContext,
+  ): Promise<void> {
+    const env = pgEnv(service);
+    const script = spawnTool('pg_restore', ['--create', '--file=-'], {
+      env,
+      stdio: ['pipe', 'pipe'],
+      signal: ctx.signal,
+      debianPackage: DEBIAN_PACKAGE,
+    });
+    const psql = spawnTool(
+      'psql',
+      ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', `--dbname=${conninfo(maintenance)}`, '-f', '-'],
+      { env, stdio: ['pipe', 'ignore'], signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
+    );
+    const scriptOut = script.child.stdout;
+    const psqlIn = psql.child.stdin;
+    if (!scriptOut || !psqlIn) throw new Error('pg_restore or psql started without pipes');
+    const stopBoth = (): void => {
+      script.kill();
+      psql.kill();
+    };
+    // Any failure stops both tools, so that psql never commits a script cut short.
+    const rewritten = pipeline(scriptOut, rewritePgScriptToStaging(db, staging), psqlIn).catch(
+      (err: unknown) => {
+        stopBoth();
+        throw err;
+      },
+    );
+    const [fed, rewrite, restored, loaded] = await Promise.allSettled([
+      feedTool(input, script),
+      rewritten,
+      script.wait(),
+      psql.wait().catch((err: unknown) => {
+        script.kill();
+        throw err;
+      }),
+    ]);
+    if (ctx.signal.aborted) throw new TaskAbortedError(`restore of ${db} was stopped`);
+    // The most telling failure first: the input's or the rewriter's own error, then the tool that
+    // failed on its own (psql with the SQL error; pg_restore on a damaged archive).
+    const failures = [fed, rewrite, loaded, restored].filter((r) => r.status === 'rejected');
+    const reason = (r: PromiseSettledResult<unknown> | undefined): unknown =>
+      r?.status === 'rejected' ? (r.reason as unknown) : undefined;
+    if (failures.length > 0) {
+      const own = failures.find(
+        (r) => !(reason(r) instanceof ToolFailedError) || !/SIGKILL|SIGPIPE/.test(errorMessage(reason(r))),
+      );
+      throw reason(own ?? failures[0]);
+    }
+  }
+
+  /**
+   * Step 3: the swap transaction, retried while a session slips in between terminate and rename.
+   * Resolves with whether a live database existed (and is now the pre-restore copy).
+   */
+  private async swap(
+    service: ServiceTarget,
+    db: string,
+    staging: string,
+    pre: string,
+    maintenance: string,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const existed = (await this.queryDatabases(service, ALL_DATABASES_SQL, { signal })).includes(db);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await runTool(
+          'psql',
+          [
+            '-X',
+            '-q',
+            '--no-password',
+            '-v',
+            'ON_ERROR_STOP=1',
+            '-v',
+            `db=${db}`,
+            '-v',
+            `staging=${staging}`,
+            '-v',
+            `pre=${pre}`,
+            `--dbname=${conninfo(maintenance)}`,
+          ],
+          { env: pgEnv(service), input: SWAP_SQL, signal, debianPackage: DEBIAN_PACKAGE },
+        );
+        return existed;
+      } catch (err) {
+        if (attempt >= PG_SWAP_ATTEMPTS || !/being accessed by other users/.test(errorMessage(err)))
+          throw err;
+      }
+    }
+  }
+
+  /** Drops `name` if it exists, ending the sessions on it (PostgreSQL 13+). */
+  private async dropDatabase(
+    service: ServiceTarget,
+    name: string,
+    maintenance: string,
+    signal: AbortSignal,
+  ): Promise<void> {
     await runTool(
       'psql',
       [
@@ -123,17 +332,11 @@ export class PostgresqlEngine implements Engine {
         '-v',
         'ON_ERROR_STOP=1',
         '-v',
-        `db=${unit.database}`,
+        `db=${name}`,
         `--dbname=${conninfo(maintenance)}`,
       ],
-      { env: pgEnv(service), input: DROP_DATABASE_SQL, signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
+      { env: pgEnv(service), input: DROP_DATABASE_SQL, signal, debianPackage: DEBIAN_PACKAGE },
     );
-    const proc = spawnTool(
-      'pg_restore',
-      ['--create', '--exit-on-error', '--no-password', `--dbname=${conninfo(maintenance)}`],
-      { env: pgEnv(service), stdio: ['pipe', 'ignore'], signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
-    );
-    await feedTool(input, proc);
   }
 
   private async restoreGlobals(service: ServiceTarget, input: Readable, ctx: EngineContext): Promise<void> {
@@ -166,6 +369,16 @@ export class PostgresqlEngine implements Engine {
   }
 
   private async listDatabases(service: ServiceTarget, ctx: EngineContext): Promise<string[]> {
+    return (await this.queryDatabases(service, LIST_DATABASES_SQL, ctx)).filter(
+      (name) => !PG_SKIPPED_DATABASES.includes(name) && !isRestoreWorkName(name),
+    );
+  }
+
+  private async queryDatabases(
+    service: ServiceTarget,
+    sql: string,
+    ctx: { signal: AbortSignal },
+  ): Promise<string[]> {
     const out = await runTool(
       'psql',
       [
@@ -178,15 +391,20 @@ export class PostgresqlEngine implements Engine {
         '-0',
         `--dbname=${conninfo('postgres')}`,
         '-c',
-        LIST_DATABASES_SQL,
+        sql,
       ],
       { env: pgEnv(service), signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
     );
     return out
       .split('\0')
       .map((name) => name.replace(/^\n/, ''))
-      .filter((name) => name !== '' && !PG_SKIPPED_DATABASES.includes(name));
+      .filter((name) => name !== '');
   }
+}
+
+/** The database to connect to while `db` is created, dropped or renamed. */
+function maintenanceDatabase(db: string): string {
+  return db === 'postgres' ? 'template1' : 'postgres';
 }
 
 /**

@@ -27,8 +27,21 @@
  *    on the target, where `ttl` is the key's absolute expiry from `PEXPIRETIME` (0 = none), so that
  *    a key keeps its exact expiry; keys that expired meanwhile are skipped. Both sides are pipelined,
  *    {@link REDIS_RESTORE_BATCH} keys per round trip;
- * 5. stops the temporary server and deletes the files, on success and on any error. A failure
- *    during step 4 leaves the target partly restored; a new restore starts over with FLUSHALL.
+ * 5. stops the temporary server and deletes the files, on success and on any error. The server
+ *    runs under a watchdog shell that kills it when the agent's pipe to it closes, so it does not
+ *    outlive an agent that is killed.
+ *
+ * What a failure or a kill leaves (issue 5, "safe restores"): before step 3 (writing the RDB,
+ * starting and loading the temporary server), the target is untouched. From the `FLUSHALL` on, the target holds only
+ * the keys copied so far: a failure or a kill of the agent during steps 3-4 leaves it partly
+ * restored (a new restore starts over with FLUSHALL). A Redis restore cannot be made atomic
+ * without owning the server: Redis loads a dataset as a whole only at start-up (RDB or AOF), which
+ * means restarting the target with its files replaced (its config, process manager and
+ * persistence belong to whoever runs it, not to envsnap). Within the protocol, `MULTI`/`EXEC`
+ * around every `RESTORE` would be atomic but is queued whole in the server's memory and blocks
+ * every other client while it runs; `SWAPDB` into spare database indexes (one MULTI of SWAPDBs)
+ * needs indexes the application never uses and does not exist in Redis Cluster. Neither is done.
+ * Nor does a Redis restore keep a pre-restore copy.
  * DUMP payloads carry the RDB version, so the target must run the same or a newer major version.
  * While it runs, the temporary server holds the whole dataset in memory on the agent's node, next to
  * the target's own. Not supported: Redis Cluster targets, and RDBs holding module data types
@@ -44,8 +57,8 @@ import { finished, pipeline } from 'node:stream/promises';
 
 import { Redis, type RedisOptions } from 'ioredis';
 
-import { TaskAbortedError, ToolFailedError } from '../../shared/errors.js';
-import { spawnTool, type ToolProcess } from '../tool-process.js';
+import { TaskAbortedError, ToolFailedError, ToolMissingError } from '../../shared/errors.js';
+import { spawnTool, toolOnPath, type ToolProcess } from '../tool-process.js';
 import type {
   DumpProcess,
   DumpUnit,
@@ -113,6 +126,11 @@ export class RedisEngine implements Engine {
     };
   }
 
+  /** Redis restores keep no pre-restore copy (see the file comment): resolves with no names. */
+  dropPreRestoreCopies(): Promise<string[]> {
+    return Promise.resolve([]);
+  }
+
   async restore(service: ServiceTarget, _unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void> {
     const dir = await mkdtemp(join(ctx.workDir, 'redis-restore-'));
     let server: TempServer | undefined;
@@ -147,7 +165,8 @@ function cliConnectionArgs(conn: ResolvedConnection): string[] {
   return args;
 }
 
-function targetOptions(conn: ResolvedConnection): RedisOptions {
+/** ioredis options for the service's server (also used by `envsnap doctor` to probe it). */
+export function targetOptions(conn: ResolvedConnection): RedisOptions {
   const where = conn.socket
     ? { path: conn.socket }
     : { host: conn.host ?? '127.0.0.1', port: conn.port ?? 6379 };
@@ -181,6 +200,22 @@ async function startTempServer(dir: string, signal: AbortSignal): Promise<TempSe
   }
 }
 
+/**
+ * Runs `redis-server CONFIG` ("$@") under a watchdog: a background `cat` reads the shell's stdin
+ * (a pipe from the agent, saved as fd 3 because a background job's stdin is /dev/null) and kills
+ * the server when it ends, which happens when {@link TempServer.stop} closes it or when the agent
+ * dies, `kill -9` included. Without it, a killed restore would leave a server behind holding the
+ * whole dataset in memory. The shell exits with the server's status.
+ */
+const WATCHDOG = [
+  'exec 3<&0',
+  '"$@" </dev/null 3<&- &',
+  'pid=$!',
+  '{ cat <&3 >/dev/null 2>&1; kill -KILL "$pid" 2>/dev/null; } >/dev/null 2>&1 &',
+  'exec 3<&-',
+  'wait "$pid"',
+].join('\n');
+
 async function startTempServerOnce(dir: string, signal: AbortSignal): Promise<TempServer> {
   const port = await freeLoopbackPort();
   const password = randomBytes(24).toString('hex');
@@ -202,10 +237,11 @@ async function startTempServerOnce(dir: string, signal: AbortSignal): Promise<Te
     `logfile ${quoteConfig(logFile)}`,
   ];
   await writeFile(configFile, config.join('\n') + '\n', { mode: 0o600 });
-  const proc: ToolProcess = spawnTool('redis-server', [configFile], {
-    stdio: ['ignore', 'ignore'],
+  if ((await toolOnPath('redis-server')) === null) throw new ToolMissingError('redis-server', SERVER_PACKAGE);
+  const proc: ToolProcess = spawnTool('sh', ['-c', WATCHDOG, 'sh', 'redis-server', configFile], {
+    stdio: ['pipe', 'ignore'],
     signal,
-    debianPackage: SERVER_PACKAGE,
+    debianPackage: 'dash',
   });
   const exited = proc.wait().then(
     () => {
@@ -225,8 +261,10 @@ async function startTempServerOnce(dir: string, signal: AbortSignal): Promise<Te
   const stop = async (): Promise<void> => {
     stopping = true;
     client?.disconnect();
-    proc.kill();
+    proc.child.stdin?.end(); // the watchdog kills the server
+    const stuck = setTimeout(() => proc.kill(), 10_000);
     await proc.wait().catch(() => {});
+    clearTimeout(stuck);
   };
   // ioredis rejects connect() as soon as the first attempt is refused, so poll: a new client per
   // attempt until the server accepts connections and has loaded the RDB (the ready check waits

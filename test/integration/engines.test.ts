@@ -313,14 +313,23 @@ describe('engines', function () {
       const fh = await open(bad, 'r+');
       await fh.truncate(200_000);
       await fh.close();
+      // Restored over the target's sakila (from the test above), which must stay as it was.
+      const before = await postgresFingerprint(target, 'sakila');
       await assert.rejects(
         engineFor('postgresql').restore(
           service(target),
-          { database: 'cut', format: 'pg_custom', fileName: 'x' },
+          { database: 'sakila', format: 'pg_custom', fileName: 'x' },
           createReadStream(bad),
           ctx,
         ),
         ToolFailedError,
+      );
+      assert.deepEqual(await postgresFingerprint(target, 'sakila'), before);
+      assert.equal(
+        (
+          await target.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'sakila\\_\\_envsnap%'")
+        ).trim(),
+        '0',
       );
     });
   });
