@@ -28,7 +28,7 @@ type UploadCall = grpc.ClientWritableStream<WireUploadMessage>;
  */
 export async function uploadArtifact(
   client: grpc.Client,
-  header: { backupId: string; taskId: string; artifact: Partial<WireArtifact> },
+  header: { backupId: string; taskId: string; artifact: Partial<WireArtifact>; fencingToken?: number },
   source: Readable,
   opts: { rawBytes: () => number; onBytes?: (n: number) => void; signal?: AbortSignal },
 ): Promise<UploadOutcome> {
@@ -43,6 +43,10 @@ export async function uploadArtifact(
       err ? reject(err) : resolve({ sizeBytes: Number(res!.sizeBytes), sha256: res!.sha256 }),
     );
   });
+  // The call may fail (cancelled, refused) while this function awaits the source,
+  // before anything awaits `result`: mark it handled now so that such a
+  // rejection is not an unhandled one (which would end the agent process).
+  result.catch(() => undefined);
   const c = call!;
   const onAbort = () => c.cancel();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
