@@ -2,13 +2,15 @@ import { hostname } from 'node:os';
 import type { Server as HttpServer } from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
-import { formatAddress, type AgentConfig } from '../shared/config.js';
+import { formatAddress, loadAgentConfig, type AgentConfig } from '../shared/config.js';
 import { errorMessage } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { startMetricsServer } from '../shared/metrics-server.js';
+import { SystemdNotifier, lifecycleNotice } from '../shared/systemd-notify.js';
 import { CHANNEL_OPTIONS, VERSION, controllerService } from '../shared/proto.js';
 import type { WireAgentMessage, WireControllerMessage } from '../shared/wire.js';
 import { AgentMetrics } from './metrics.js';
+import { loadEncryptionKey, type EncryptionKey } from './encryption.js';
 import { TaskRunner } from './task-runner.js';
 
 /** Lifecycle states, logged on every change. */
@@ -34,10 +36,18 @@ export class Agent {
   private runner: TaskRunner | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  /** Self-fencing: fires when the controller stayed away as long as a running task's lease. */
+  private fenceTimer: NodeJS.Timeout | undefined;
   private backoffMs = BACKOFF_MIN_MS;
   private readonly outbox: WireAgentMessage[] = [];
   private metricsServer: HttpServer | undefined;
   private stopping: Promise<void> | undefined;
+  /**
+   * sd_notify when run as a systemd `Type=notify` unit: READY=1 once it starts trying to reach the
+   * controller (not once connected: a controller outage must not fail the agent's start), then the
+   * connection state as STATUS (README "systemd").
+   */
+  private systemd: SystemdNotifier | undefined;
   metricsPort = 0;
 
   constructor(
@@ -51,9 +61,11 @@ export class Agent {
     if (this.state === state) return;
     this.state = state;
     this.logger.info({ state }, `agent ${state}`);
+    this.systemd?.notify(lifecycleNotice(state, `controller ${formatAddress(this.config.controller)}`));
   }
 
   async start(): Promise<void> {
+    this.systemd = SystemdNotifier.fromEnv(this.logger);
     await mkdir(this.config.workDir, { recursive: true, mode: 0o700 });
     const Client = controllerService();
     this.client = new Client(
@@ -70,11 +82,12 @@ export class Agent {
       {
         progress: (p) => this.send({ msg: 'progress', progress: p }, false),
         log: (taskId, level, message) => this.send({ msg: 'log', log: { taskId, level, message } }, false),
-        result: (taskId, ok, error, artifacts) =>
-          this.send({ msg: 'result', result: { taskId, ok, error, artifacts } }, true),
+        result: (taskId, ok, error, artifacts, files) =>
+          this.send({ msg: 'result', result: { taskId, ok, error, artifacts, files: files ?? [] } }, true),
       },
       this.metrics,
       this.logger,
+      this.config.encryptionKeyFile ? await loadEncryptionKey(this.config.encryptionKeyFile) : undefined,
     );
     if (this.config.metricsListen) {
       this.metricsServer = await startMetricsServer(this.metrics.registry, this.config.metricsListen);
@@ -127,6 +140,21 @@ export class Agent {
       this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
       this.setState('CONNECTING');
       this.reconnectTimer = setTimeout(() => this.connect(), delay);
+      const leaseMs = this.runner!.shortestLeaseMs();
+      if (leaseMs !== undefined && !this.fenceTimer) {
+        // The controller cannot renew our dump locks now; once a lease has
+        // surely expired there, another node may dump: stop ours.
+        this.fenceTimer = setTimeout(() => {
+          this.fenceTimer = undefined;
+          this.logger.warn(
+            { leaseMs },
+            'controller unreachable for a whole lease: aborting dumps under a dump lock',
+          );
+          this.runner!.cancelLeased(
+            'the controller was unreachable for a whole lease; the dump lock is lost',
+          );
+        }, leaseMs);
+      }
     };
     call.on('error', (err) => onEnd(err.message));
     call.on('end', () => onEnd('stream ended by the controller'));
@@ -138,6 +166,8 @@ export class Agent {
   ): void {
     if (msg.msg === 'welcome' && 'welcome' in msg) {
       this.backoffMs = BACKOFF_MIN_MS;
+      clearTimeout(this.fenceTimer);
+      this.fenceTimer = undefined;
       this.setState('RUNNING');
       this.metrics.connected.set(1);
       this.logger.info(
@@ -149,7 +179,11 @@ export class Agent {
       );
       clearInterval(this.heartbeat);
       this.heartbeat = setInterval(
-        () => call.write({ msg: 'heartbeat', heartbeat: { runningTasks: this.runner!.size } }),
+        () =>
+          call.write({
+            msg: 'heartbeat',
+            heartbeat: { runningTasks: this.runner!.size, runningTaskIds: this.runner!.runningIds() },
+          }),
         msg.welcome.heartbeatIntervalMs || 5000,
       );
       for (const m of this.outbox.splice(0)) call.write(m);
@@ -169,6 +203,55 @@ export class Agent {
   }
 
   /**
+   * Reloads the configuration file (SIGHUP, `systemctl reload`) without
+   * dropping tasks: concurrency, zstd settings and the encryption key apply to
+   * tasks that start from now on. node_id, controller, work_dir and
+   * metrics_listen need a restart: if one changed, or the file is invalid, the
+   * reload is refused as a whole and the reason logged.
+   *
+   * @returns true when the new configuration is in effect.
+   */
+  async reload(): Promise<boolean> {
+    let next: AgentConfig;
+    let key: EncryptionKey | undefined;
+    try {
+      next = await loadAgentConfig(this.config.file);
+      key = next.encryptionKeyFile ? await loadEncryptionKey(next.encryptionKeyFile) : undefined;
+    } catch (err) {
+      this.logger.error(
+        { err: errorMessage(err) },
+        'reload refused: the configuration is invalid; the running one stays',
+      );
+      return false;
+    }
+    const cur = this.config;
+    const changed = (
+      [
+        ['agent.node_id', cur.nodeId, next.nodeId],
+        ['agent.controller', cur.controller, next.controller],
+        ['agent.work_dir', cur.workDir, next.workDir],
+        ['agent.metrics_listen', cur.metricsListen, next.metricsListen],
+      ] as Array<[string, unknown, unknown]>
+    )
+      .filter(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b))
+      .map(([n]) => n);
+    if (changed.length > 0) {
+      this.logger.error(
+        { changed },
+        `reload refused: ${changed.join(', ')} changed, which needs a restart (systemctl restart envsnap-agent)`,
+      );
+      return false;
+    }
+    this.runner?.reconfigure({
+      concurrency: next.concurrency,
+      compression: { zstdLevel: next.zstdLevel, zstdThreads: next.zstdThreads },
+      encryption: key,
+    });
+    this.logger.info({ concurrency: next.concurrency, encrypted: Boolean(key) }, 'configuration reloaded');
+    return true;
+  }
+
+  /**
    * Stops: running tasks are aborted (tools killed, partial files removed, the
    * controller told), the session closed. Safe to call twice; every step runs.
    */
@@ -182,6 +265,8 @@ export class Agent {
     const steps: Array<[string, () => Promise<void> | void]> = [
       ['cancel reconnect', () => clearTimeout(this.reconnectTimer)],
       ['abort tasks', () => this.runner?.abortAll('the agent is shutting down')],
+      ['resume quiesced sites', () => this.runner?.watchdog.close()],
+      ['cancel self-fencing', () => clearTimeout(this.fenceTimer)],
       ['stop heartbeat', () => clearInterval(this.heartbeat)],
       [
         'flush results',

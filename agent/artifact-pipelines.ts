@@ -1,8 +1,9 @@
-import { Transform, type Readable } from 'node:stream';
+import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type * as grpc from '@grpc/grpc-js';
 import type { WireArtifact } from '../shared/wire.js';
 import { startCompressor, startDecompressor, type CompressionOptions } from './compression.js';
+import { SCHEME, checkKeyFor, startDecryptor, startEncryptor, type EncryptionKey } from './encryption.js';
 import { downloadArtifact, uploadArtifact, type UploadOutcome } from './transfer.js';
 
 /** Settles every promise, then rejects with the first failure (so none is left unhandled). */
@@ -39,14 +40,22 @@ export async function compressAndUpload(opts: {
   client: grpc.Client;
   backupId: string;
   taskId: string;
+  /** The task's dump-lock fencing token (0: none); the controller refuses a stale one. */
+  fencingToken?: number;
   artifact: Omit<WireArtifact, 'sizeBytes' | 'sha256' | 'rawBytes'>;
   source: Readable;
   sourceDone: Promise<unknown>;
   stopSource: () => void;
   compression: CompressionOptions;
+  /** When set, the compressed bytes are encrypted with age before they leave the node. */
+  encryption?: EncryptionKey;
   signal: AbortSignal;
   onBytes: (stored: number) => void;
 }): Promise<WireArtifact> {
+  // Read the source before anything is awaited: a dump tool with a small output
+  // may exit while the compressor starts, and Node drops the unread stdout of an
+  // exited child (see keepOutput).
+  const source = keepOutput(opts.source);
   const comp = await startCompressor(opts.artifact.compression, opts.compression, opts.signal);
   let raw = 0;
   const counter = new Transform({
@@ -56,16 +65,26 @@ export async function compressAndUpload(opts: {
       cb(null, chunk);
     },
   });
+  const enc = opts.encryption ? startEncryptor(opts.encryption, opts.signal) : undefined;
+  const artifact = opts.encryption
+    ? { ...opts.artifact, encryption: SCHEME, keyFingerprint: opts.encryption.fingerprint }
+    : opts.artifact;
   let stored: UploadOutcome | undefined;
   await allOrFirstError(
     [
       opts.sourceDone,
-      pipeline(opts.source, counter, comp.child.stdin!),
+      pipeline(source, counter, comp.child.stdin!),
       comp.wait(),
+      ...(enc ? [pipeline(comp.child.stdout!, enc.child.stdin!), enc.wait()] : []),
       uploadArtifact(
         opts.client,
-        { backupId: opts.backupId, taskId: opts.taskId, artifact: opts.artifact },
-        comp.child.stdout!,
+        {
+          backupId: opts.backupId,
+          taskId: opts.taskId,
+          artifact,
+          fencingToken: opts.fencingToken ?? 0,
+        },
+        (enc ?? comp).child.stdout!,
         { rawBytes: () => raw, onBytes: opts.onBytes, signal: opts.signal },
       ).then((r) => {
         stored = r;
@@ -74,9 +93,10 @@ export async function compressAndUpload(opts: {
     () => {
       opts.stopSource();
       comp.kill();
+      enc?.kill();
     },
   );
-  return { ...opts.artifact, sizeBytes: stored!.sizeBytes, sha256: stored!.sha256, rawBytes: raw };
+  return { ...artifact, sizeBytes: stored!.sizeBytes, sha256: stored!.sha256, rawBytes: raw };
 }
 
 /**
@@ -90,21 +110,47 @@ export async function downloadAndApply(opts: {
   taskId: string;
   artifact: WireArtifact;
   apply: (raw: Readable) => Promise<unknown>;
+  /** The agent's key; required (with a matching fingerprint) when the artifact is encrypted. */
+  encryption?: EncryptionKey;
   signal: AbortSignal;
   onBytes: (n: number) => void;
 }): Promise<void> {
+  checkKeyFor(opts.artifact, opts.encryption);
   const dec = await startDecompressor(opts.artifact.compression, opts.signal);
+  const age = opts.artifact.encryption ? startDecryptor(opts.encryption!, opts.signal) : undefined;
+  // An engine may first run other work (e.g. PostgreSQL drops the database)
+  // before it reads; a small artifact is fully decompressed by then.
+  const raw = keepOutput(dec.child.stdout!);
   await allOrFirstError(
     [
-      opts.apply(dec.child.stdout!),
+      opts.apply(raw),
       dec.wait(),
+      ...(age ? [pipeline(age.child.stdout!, dec.child.stdin!), age.wait()] : []),
       downloadArtifact(
         opts.client,
         { backupId: opts.backupId, taskId: opts.taskId, artifact: opts.artifact },
-        dec.child.stdin!,
+        (age ?? dec).child.stdin!,
         { onBytes: opts.onBytes, signal: opts.signal },
       ),
     ],
-    () => dec.kill(),
+    () => {
+      dec.kill();
+      age?.kill();
+    },
   );
+}
+
+/**
+ * Attaches a reader to a child process's output at once and returns it.
+ *
+ * When a child exits, Node resumes any of its stdio streams that nobody reads
+ * yet (`flushStdio` in lib/internal/child_process.js), which throws their
+ * buffered data away: a tool with a small output that exits before its reader
+ * is attached would look like one that printed nothing. The PassThrough keeps
+ * backpressure (the tool blocks once it is full), so memory stays bounded.
+ */
+export function keepOutput(stream: Readable): Readable {
+  const kept = stream.pipe(new PassThrough({ highWaterMark: 1024 * 1024 }));
+  stream.once('error', (err) => kept.destroy(err));
+  return kept;
 }

@@ -1,13 +1,17 @@
+import { createWriteStream } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError, TaskAbortedError, errorMessage } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type { WireArtifact, WireProgress, WireServiceSpec, WireTask } from '../shared/wire.js';
-import { allOrFirstError, compressAndUpload, downloadAndApply } from './artifact-pipelines.js';
-import { SUFFIX, type CompressionName, type CompressionOptions } from './compression.js';
+import { allOrFirstError, compressAndUpload, downloadAndApply, keepOutput } from './artifact-pipelines.js';
+import { SUFFIX, startCompressor, type CompressionName, type CompressionOptions } from './compression.js';
 import type { DumpUnit, EngineContext, ServiceTarget } from './engines/engine.js';
+import { checkKeyFor, type EncryptionKey } from './encryption.js';
 import { engineFor } from './engines/index.js';
+import { QuiesceWatchdog, runHookCommands } from './hooks.js';
 import type { AgentMetrics } from './metrics.js';
 import { createMountArchive, extractMountArchive } from './mount-archive.js';
 import { resolveConnection } from './secrets.js';
@@ -16,22 +20,37 @@ import { resolveConnection } from './secrets.js';
 export interface TaskReporter {
   progress(p: WireProgress): void;
   log(taskId: string, level: 'info' | 'warn' | 'error', message: string): void;
-  result(taskId: string, ok: boolean, error: string, artifacts: WireArtifact[]): void;
+  result(taskId: string, ok: boolean, error: string, artifacts: WireArtifact[], files?: string[]): void;
 }
 
 /** A counting semaphore: at most `limit` holders at once. */
 class Semaphore {
   private active = 0;
   private readonly waiters: Array<() => void> = [];
-  constructor(private readonly limit: number) {}
+  constructor(private max: number) {}
+
+  /** Changes the limit (reload); a raised one lets waiters in at once. */
+  set limit(n: number) {
+    this.max = n;
+    this.wake();
+  }
+
   async use<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((r) => this.waiters.push(r));
-    this.active++;
+    // A woken waiter's slot was taken for it by wake().
+    if (this.active >= this.max) await new Promise<void>((r) => this.waiters.push(r));
+    else this.active++;
     try {
       return await fn();
     } finally {
       this.active--;
-      this.waiters.shift()?.();
+      this.wake();
+    }
+  }
+
+  private wake(): void {
+    while (this.waiters.length > 0 && this.active < this.max) {
+      this.active++;
+      this.waiters.shift()!();
     }
   }
 }
@@ -56,18 +75,54 @@ const PROGRESS_EVERY_MS = 500;
 export class TaskRunner {
   private readonly running = new Map<string, RunningTask>();
   private readonly slots: Semaphore;
+  /** Resumes a quiesced site by itself when no resume comes within max_pause. */
+  readonly watchdog: QuiesceWatchdog;
 
   constructor(
     private readonly nodeId: string,
     private readonly workDir: string,
     concurrency: number,
-    private readonly compression: CompressionOptions,
+    private compression: CompressionOptions,
     private readonly client: () => grpc.Client,
     private readonly reporter: TaskReporter,
     private readonly metrics: AgentMetrics,
     private readonly logger: Logger,
+    /** The agent's age key: artifacts are encrypted when set. */
+    private encryption?: EncryptionKey,
   ) {
     this.slots = new Semaphore(concurrency);
+    this.watchdog = new QuiesceWatchdog(logger, nodeId);
+  }
+
+  /**
+   * Applies a reloaded configuration to the tasks that start from now on
+   * (running ones keep theirs): concurrency, zstd settings, encryption key.
+   */
+  reconfigure(opts: {
+    concurrency: number;
+    compression: CompressionOptions;
+    encryption?: EncryptionKey;
+  }): void {
+    this.slots.limit = opts.concurrency;
+    this.compression = opts.compression;
+    this.encryption = opts.encryption;
+  }
+
+  /** The shortest lease among running tasks that hold a dump lock, ms; undefined when none does. */
+  shortestLeaseMs(): number | undefined {
+    const ttls = [...this.running.values()].flatMap((t) => (t.task.leaseTtlMs ? [t.task.leaseTtlMs] : []));
+    return ttls.length ? Math.min(...ttls) : undefined;
+  }
+
+  /**
+   * Self-fencing: aborts every task that runs under a dump lock. Called when
+   * the controller has been unreachable for as long as the lease, which has
+   * then expired there and may be granted to another node.
+   */
+  cancelLeased(reason: string): void {
+    for (const t of this.running.values()) {
+      if (t.task.fencingToken) t.abort.abort(new TaskAbortedError(reason));
+    }
   }
 
   /** IDs of the tasks running now (sent in `hello` after a reconnect). */
@@ -104,8 +159,29 @@ export class TaskRunner {
   }
 
   private async run(task: WireTask, signal: AbortSignal): Promise<void> {
-    const type = task.backupService || task.backupMount ? 'backup' : 'restore';
-    const kind = task.backupService?.service.kind ?? task.restoreService?.service.kind ?? 'mount';
+    const type = task.preRestoreCleanup
+      ? 'cleanup'
+      : task.hook
+        ? 'hook'
+        : task.dbDump
+          ? 'db-dump'
+          : task.backupService || task.backupMount
+            ? 'backup'
+            : 'restore';
+    const kind = task.hook
+      ? 'hook'
+      : (task.backupService?.service.kind ??
+        task.restoreService?.service.kind ??
+        task.dbDump?.service.kind ??
+        'mount');
+    // Dump intervals under a dump lock are logged, so that overlaps can be checked.
+    const dumped = task.backupService?.service.name ?? task.dbDump?.service.name;
+    if (dumped && task.fencingToken) {
+      this.logger.info(
+        { interval: 'start', service: dumped, task: task.taskId, fencingToken: task.fencingToken },
+        `dump of ${dumped} started`,
+      );
+    }
     const started = Date.now();
     const scratch = join(this.workDir, 'tasks', task.taskId);
     const log = (level: 'info' | 'warn' | 'error', message: string) => {
@@ -116,7 +192,17 @@ export class TaskRunner {
       await mkdir(scratch, { recursive: true, mode: 0o700 });
       const ctx: EngineContext = { signal, workDir: scratch, log: (m) => log('info', m) };
       let artifacts: WireArtifact[] = [];
-      if (task.backupService)
+      let files: string[] = [];
+      if (task.hook) await this.hook(task, ctx);
+      else if (task.preRestoreCleanup) {
+        const spec = task.preRestoreCleanup.service;
+        const dropped = await engineFor(spec.kind as ServiceTarget['kind']).dropPreRestoreCopies(
+          await this.target(spec),
+          ctx,
+        );
+        if (dropped.length) ctx.log(`pre-restore copies dropped: ${dropped.join(', ')}`);
+      } else if (task.dbDump) files = await this.dbDump(task, ctx);
+      else if (task.backupService)
         artifacts = await this.backupService(
           task,
           task.backupService.service,
@@ -129,13 +215,19 @@ export class TaskRunner {
       else throw new InvalidArgumentError('task has no work this agent understands; upgrade the agent');
       signal.throwIfAborted();
       this.metrics.tasks.inc({ type, kind, status: 'ok' });
-      this.reporter.result(task.taskId, true, '', artifacts);
+      this.reporter.result(task.taskId, true, '', artifacts, files);
     } catch (err) {
       const reason = signal.aborted ? errorMessage(signal.reason) : errorMessage(err);
       log('error', reason);
       this.metrics.tasks.inc({ type, kind, status: 'failed' });
       this.reporter.result(task.taskId, false, reason, []);
     } finally {
+      if (dumped && task.fencingToken) {
+        this.logger.info(
+          { interval: 'end', service: dumped, task: task.taskId, fencingToken: task.fencingToken },
+          `dump of ${dumped} ended`,
+        );
+      }
       this.metrics.taskDuration.observe({ type, kind }, (Date.now() - started) / 1000);
       await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
     }
@@ -185,6 +277,7 @@ export class TaskRunner {
             client: this.client(),
             backupId: task.backupId,
             taskId: task.taskId,
+            fencingToken: task.fencingToken ?? 0,
             artifact: {
               name,
               service: spec.name,
@@ -198,6 +291,7 @@ export class TaskRunner {
             sourceDone: dump.wait(),
             stopSource: () => dump.kill(),
             compression: this.compression,
+            encryption: this.encryption,
             signal: ctx.signal,
             onBytes: (n) => report(n),
           });
@@ -210,6 +304,88 @@ export class TaskRunner {
       () => siblings.abort(new TaskAbortedError('another artifact of this service failed')),
     );
     return out.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /**
+   * A quiesce or resume hook. A quiesce arms the watchdog first (a controller
+   * that vanishes during a slow quiesce still gets the site resumed); a resume
+   * disarms it, and is skipped when the watchdog already resumed the site.
+   * Resume commands ignore cancellation: a site is never left half-resumed.
+   */
+  private async hook(task: WireTask, ctx: EngineContext): Promise<void> {
+    const h = task.hook!;
+    const opts = {
+      environment: h.environment,
+      phase: h.phase,
+      node: this.nodeId,
+      log: (line: string) => ctx.log(line),
+    };
+    if (h.phase === 'quiesce') {
+      this.watchdog.arm(h.environment, h.maxPauseMs, h.resumeCommands);
+      await runHookCommands(h.commands, { ...opts, signal: ctx.signal });
+      return;
+    }
+    if (h.phase === 'post_restore') {
+      await runHookCommands(h.commands, { ...opts, signal: ctx.signal });
+      return;
+    }
+    if (this.watchdog.disarm(h.environment)) {
+      ctx.log('the watchdog already resumed the site (max_pause passed); resume hooks not run again');
+      return;
+    }
+    await runHookCommands(h.commands, opts);
+  }
+
+  /**
+   * db-dump: each database to `<dir>/dump-<db>-<unix seconds>.sql.gz` (plain
+   * SQL, gzip format through pigz when installed), one after another as
+   * ece-tools does. A failed dump's file is deleted.
+   *
+   * @returns the files written.
+   */
+  private async dbDump(task: WireTask, ctx: EngineContext): Promise<string[]> {
+    const { service: spec, dumpDirectory } = task.dbDump!;
+    const engine = engineFor(spec.kind as ServiceTarget['kind']);
+    const service = await this.target(spec);
+    const dir = dumpDirectory || join(this.workDir, 'dumps');
+    await mkdir(dir, { recursive: true, mode: 0o750 });
+    const units = (await engine.plan(service, ctx))
+      .filter((u) => u.database !== '')
+      .map((u) => ({ ...u, format: 'sql' as const }));
+    const stamp = Math.floor(Date.now() / 1000);
+    const files: string[] = [];
+    for (const unit of units) {
+      ctx.signal.throwIfAborted();
+      const file = join(dir, `dump-${unit.database}-${stamp}.sql.gz`);
+      ctx.log(`dumping database ${unit.database} to ${file}`);
+      try {
+        await this.slots.use(async () => {
+          const dump = await engine.dump(service, unit, ctx);
+          const out = keepOutput(dump.stdout);
+          const gz = await startCompressor('gzip', this.compression, ctx.signal);
+          await allOrFirstError(
+            [
+              dump.wait(),
+              pipeline(out, gz.child.stdin!),
+              gz.wait(),
+              pipeline(gz.child.stdout!, createWriteStream(file, { flags: 'wx', mode: 0o640 })),
+            ],
+            () => {
+              dump.kill();
+              gz.kill();
+            },
+          );
+        });
+      } catch (err) {
+        await rm(file, { force: true });
+        ctx.log(`dump of ${unit.database} failed; ${file} deleted`);
+        throw err;
+      }
+      const size = (await stat(file)).size;
+      ctx.log(`${file}: ${size} bytes`);
+      files.push(file);
+    }
+    return files;
   }
 
   private async backupMount(task: WireTask, ctx: EngineContext): Promise<WireArtifact> {
@@ -240,6 +416,7 @@ export class TaskRunner {
         sourceDone: archive.done.then((d) => ctx.log(`${name}: ${d.entries} entries archived`)),
         stopSource: () => archive.stream.destroy(),
         compression: this.compression,
+        encryption: this.encryption,
         signal: ctx.signal,
         onBytes: (n) => report(n),
       });
@@ -257,6 +434,8 @@ export class TaskRunner {
     const ordered = [...artifacts].sort(
       (a, b) => Number(b.format === 'pg_globals') - Number(a.format === 'pg_globals'),
     );
+    // Every artifact's key is checked before the first one touches the service.
+    for (const a of ordered) checkKeyFor(a, this.encryption);
     for (const a of ordered) {
       ctx.signal.throwIfAborted();
       const unit = unitOf(a);
@@ -269,6 +448,7 @@ export class TaskRunner {
           taskId: task.taskId,
           artifact: a,
           apply: (raw) => engine.restore(service, unit, raw, ctx),
+          encryption: this.encryption,
           signal: ctx.signal,
           onBytes: (n) => report(n),
         }),
@@ -280,6 +460,7 @@ export class TaskRunner {
 
   private async restoreMount(task: WireTask, ctx: EngineContext): Promise<void> {
     const { mount, artifact } = task.restoreMount!;
+    checkKeyFor(artifact, this.encryption);
     await mkdir(mount.path, { recursive: true });
     const report = this.progress(task, artifact.name);
     let entries = 0;
@@ -292,6 +473,7 @@ export class TaskRunner {
         apply: async (raw) => {
           entries = (await extractMountArchive(raw, mount.path, { signal: ctx.signal })).entries;
         },
+        encryption: this.encryption,
         signal: ctx.signal,
         onBytes: (n) => report(n),
       }),

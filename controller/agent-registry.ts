@@ -15,6 +15,8 @@ import type { Catalog } from './catalog.js';
 /** What an agent reported when a task ended successfully. */
 export interface TaskOutcome {
   artifacts: WireArtifact[];
+  /** db-dump: the files written on the node. */
+  files?: string[];
 }
 
 /** Callbacks for what an agent reports while a task runs. */
@@ -67,9 +69,18 @@ export interface AgentStatus {
  * then fail with AgentUnavailableError. A node that reconnects replaces its
  * old session, and tasks it reports as still running move to the new one.
  *
- * Events: `connected(nodeId)`, `disconnected(nodeId)`.
+ * A task the agent reports as running (in `hello` after a reconnect) that no
+ * job of this controller waits for any more is cancelled on the agent, so that
+ * no dump of a failed or reassigned job goes on.
+ *
+ * Events: `connected(nodeId)`, `disconnected(nodeId)`, `heartbeat(nodeId,
+ * runningTaskIds)` (the lock manager renews leases on it).
  */
-export class AgentRegistry extends EventEmitter<{ connected: [string]; disconnected: [string] }> {
+export class AgentRegistry extends EventEmitter<{
+  connected: [string];
+  disconnected: [string];
+  heartbeat: [string, string[]];
+}> {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly known = new Map<string, AgentStatus>();
   private readonly timer: NodeJS.Timeout;
@@ -130,6 +141,17 @@ export class AgentRegistry extends EventEmitter<{ connected: [string]; disconnec
       for (const id of session.tasks.keys()) previous.tasks.delete(id);
       this.close(previous, 'replaced by a new connection');
     }
+    for (const id of hello.runningTaskIds) {
+      if (session.tasks.has(id)) continue;
+      session.send({
+        msg: 'cancel',
+        cancel: {
+          taskId: id,
+          reason: 'the controller no longer runs this task (restarted, or the job moved on)',
+        },
+      });
+      this.logger.warn({ node: hello.nodeId, task: id }, 'orphaned task on a reconnecting agent cancelled');
+    }
     this.sessions.set(hello.nodeId, session);
     const status: AgentStatus = {
       nodeId: hello.nodeId,
@@ -160,6 +182,7 @@ export class AgentRegistry extends EventEmitter<{ connected: [string]; disconnec
   private onMessage(session: AgentSession, msg: WireAgentMessage): void {
     switch (msg.msg) {
       case 'heartbeat':
+        this.emit('heartbeat', session.nodeId, msg.heartbeat.runningTaskIds ?? []);
         return;
       case 'progress': {
         const p = msg.progress;
@@ -177,7 +200,7 @@ export class AgentRegistry extends EventEmitter<{ connected: [string]; disconnec
         const t = session.tasks.get(r.taskId);
         if (!t) return;
         session.tasks.delete(r.taskId);
-        if (r.ok) t.resolve({ artifacts: r.artifacts });
+        if (r.ok) t.resolve({ artifacts: r.artifacts, files: r.files ?? [] });
         else t.reject(new Error(r.error || 'task failed'));
         return;
       }

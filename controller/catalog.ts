@@ -24,13 +24,29 @@ export interface BackupRecord {
   artifacts: ArtifactEntry[];
   /** Sum of the artifacts' stored sizes, bytes. */
   sizeBytes: number;
+  /** Replica locations of the environment, by storage name (the primary is `storage`). */
+  replicas?: Record<string, ReplicaState>;
+}
+
+/**
+ * One replica copy of a backup. `failed` copies are retried from the primary
+ * copy with backoff (controller/replicator.ts).
+ */
+export interface ReplicaState {
+  status: 'complete' | 'failed';
+  /** The last error, for failed copies. */
+  error?: string;
+  /** Copy attempts after the backup itself. */
+  attempts: number;
+  /** When the next attempt may run (ISO 8601). */
+  nextAttempt?: string;
 }
 
 export type ActivityState = 'pending' | 'in_progress' | 'complete' | 'failed';
 
 export interface ActivityRecord {
   id: string;
-  type: 'backup.create' | 'backup.restore';
+  type: 'backup.create' | 'backup.restore' | 'db.dump';
   environment: string;
   state: ActivityState;
   created: string;
@@ -61,6 +77,75 @@ export interface ScheduleRecord {
   lastError?: string;
 }
 
+/**
+ * A dump lock: the lease of one HA service (`<environment>/<service>`) held by
+ * one node for one task. Kept in the catalog so that a restarted controller
+ * honours the leases still live.
+ */
+export interface LockRecord {
+  key: string;
+  environment: string;
+  service: string;
+  /** The node holding the lease. */
+  holder: string;
+  /** Fencing token: grows with every grant, over all locks, across restarts. */
+  token: number;
+  /** When the lease ends unless renewed (ISO 8601). */
+  expires: string;
+  activityId: string;
+  taskId: string;
+  purpose: 'backup' | 'db-dump';
+}
+
+/** What one check of one stored object found (see controller/verifier.ts). */
+export type ObjectCheckStatus =
+  'ok' | 'missing' | 'size_mismatch' | 'checksum_mismatch' | 'manifest_mismatch' | 'error';
+
+/** One object of a backup as a verification found it. */
+export interface ObjectCheck {
+  /** Artifact name, or `manifest.json`. */
+  name: string;
+  status: ObjectCheckStatus;
+  /** What differs or what failed; empty when ok. */
+  detail: string;
+}
+
+/**
+ * A verification's outcome in one storage location: `ok` (every object
+ * matches), `failed` (an object is missing or differs: conclusive) or `error`
+ * (storage could not be read: inconclusive).
+ */
+export type VerificationResult = 'ok' | 'failed' | 'error';
+
+/** A backup's last verification in one storage location. */
+export interface LocationVerification {
+  /** The storage location's name from the config. */
+  location: string;
+  result: VerificationResult;
+  /** When it ran (ISO 8601). */
+  time: string;
+  /** One line for people: what was wrong, or how much was checked. */
+  detail: string;
+  /** Every object checked, in name order. */
+  objects: ObjectCheck[];
+  /**
+   * The last conclusive result (`ok` or `failed`) here, which decides
+   * restorability: an `error` run keeps the previous one.
+   */
+  conclusive?: { result: 'ok' | 'failed'; time: string; detail: string };
+}
+
+/** A backup's last verification, per storage location (catalog key: the backup id). */
+export interface VerificationRecord {
+  backupId: string;
+  environment: string;
+  /** When the last verification of any location ran (ISO 8601). */
+  time: string;
+  /** What ran it. */
+  source: 'verify' | 'schedule' | 'repository-check';
+  locations: LocationVerification[];
+}
+
 export interface AgentRecord {
   nodeId: string;
   lastSeen: string;
@@ -83,6 +168,9 @@ export class Catalog {
   private readonly logs;
   private readonly agents;
   private readonly schedules;
+  private readonly locks;
+  private readonly meta;
+  private readonly verifications;
   private logSeq = 0;
   private closed = false;
 
@@ -93,6 +181,11 @@ export class Catalog {
     this.logs = db.sublevel<string, LogRecord>('activity-log', { valueEncoding: 'json' });
     this.agents = db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' });
     this.schedules = db.sublevel<string, ScheduleRecord>('schedules', { valueEncoding: 'json' });
+    this.locks = db.sublevel<string, LockRecord>('locks', { valueEncoding: 'json' });
+    this.meta = db.sublevel<string, number>('meta', { valueEncoding: 'json' });
+    this.verifications = db.sublevel<string, VerificationRecord>('verifications', {
+      valueEncoding: 'json',
+    });
   }
 
   /** Opens (creating) the catalog in `stateDir`. */
@@ -125,8 +218,28 @@ export class Catalog {
     return out;
   }
 
+  /** Removes a backup's entry and its verification record in one batch. */
   async deleteBackup(id: string): Promise<void> {
-    await this.backups.del(id);
+    await this.db.batch([
+      { type: 'del', key: id, sublevel: this.backups },
+      { type: 'del', key: id, sublevel: this.verifications },
+    ]);
+  }
+
+  async putVerification(v: VerificationRecord): Promise<void> {
+    await this.verifications.put(v.backupId, v);
+  }
+
+  async getVerification(backupId: string): Promise<VerificationRecord | undefined> {
+    return this.verifications.get(backupId);
+  }
+
+  async listVerifications(): Promise<VerificationRecord[]> {
+    return this.verifications.values().all();
+  }
+
+  async deleteVerification(backupId: string): Promise<void> {
+    await this.verifications.del(backupId);
   }
 
   async putActivity(a: ActivityRecord): Promise<void> {
@@ -181,6 +294,29 @@ export class Catalog {
 
   async putSchedule(r: ScheduleRecord): Promise<void> {
     await this.schedules.put(r.key, r);
+  }
+
+  async putLock(l: LockRecord): Promise<void> {
+    await this.locks.put(l.key, l);
+  }
+
+  async deleteLock(key: string): Promise<void> {
+    await this.locks.del(key);
+  }
+
+  async listLocks(): Promise<LockRecord[]> {
+    return this.locks.values().all();
+  }
+
+  /**
+   * The next fencing token: one more than any token ever handed out, written
+   * to disk before it is returned, so that tokens only grow across restarts.
+   */
+  async nextFencingToken(): Promise<number> {
+    const last = (await this.meta.get('fencing-token')) ?? 0;
+    const next = last + 1;
+    await this.meta.put('fencing-token', next);
+    return next;
   }
 
   /** Closes LevelDB. Safe to call twice. */

@@ -12,6 +12,7 @@ import type {
   WireActivityEvent,
   WireAgentMessage,
   WireBackup,
+  WireBackupVerification,
   WireControllerMessage,
   WireUploadMessage,
 } from '../shared/wire.js';
@@ -22,6 +23,9 @@ import { toWire, type JobManager } from './jobs.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { RetentionManager } from './retention-manager.js';
 import type { Scheduler } from './scheduler.js';
+import type { BackupVerification, Verifier } from './verifier.js';
+import type { LockManager } from './lock-manager.js';
+import type { WireControllerInfo } from '../shared/wire.js';
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
 
@@ -58,6 +62,34 @@ function wireBackup(b: BackupRecord, isRestorable: (b: BackupRecord) => boolean)
     activityId: b.activityId,
     tag: b.tag,
     consistency: b.consistency,
+    storage: b.storage,
+    replicas: Object.entries(b.replicas ?? {}).map(([location, r]) => ({
+      location,
+      status: r.status,
+      error: r.error ?? '',
+      attempts: r.attempts,
+      nextAttempt: r.nextAttempt ?? '',
+    })),
+  };
+}
+
+function wireVerification(v: BackupVerification, restorable: boolean): WireBackupVerification {
+  return {
+    backupId: v.backupId,
+    environment: v.environment,
+    created: v.created,
+    time: v.time,
+    result: v.result,
+    restorable,
+    locations: v.locations.map((l) => ({
+      location: l.location,
+      result: l.result,
+      time: l.time,
+      detail: l.detail,
+      objects: l.objects,
+      conclusiveResult: l.conclusive?.result ?? '',
+      conclusiveTime: l.conclusive?.time ?? '',
+    })),
   };
 }
 
@@ -103,14 +135,25 @@ export function createControllerHandlers(deps: {
   jobs: JobManager;
   retention: RetentionManager;
   scheduler: Scheduler;
+  verifier: Verifier;
+  locks: LockManager;
   agents: AgentRegistry;
   hub: ActivityHub;
   metrics: ControllerMetrics;
   logger: Logger;
+  /** `GetInfo`: version, clock and the services and mounts of a node (doctor). */
+  info: (nodeId: string) => WireControllerInfo;
 }): grpc.UntypedServiceImplementation {
-  const { catalog, jobs, retention, scheduler, agents, hub, metrics, logger } = deps;
-  const storage = jobs.storage;
+  const { catalog, jobs, retention, scheduler, locks, agents, hub, metrics, logger } = deps;
   const restorable = (b: BackupRecord) => retention.isRestorable(b);
+  const { verifier } = deps;
+  const withVerification = (b: BackupRecord): WireBackup => {
+    const v = verifier.lastVerification(b);
+    return { ...wireBackup(b, restorable), verification: v ? wireVerification(v, restorable(b)) : null };
+  };
+  /** Restorable after a verification: re-read, the backup may have changed meanwhile. */
+  const verified = async (v: BackupVerification) =>
+    wireVerification(v, await catalog.getBackup(v.backupId).then(restorable, () => false));
 
   return {
     CreateBackup: unary(
@@ -127,12 +170,10 @@ export function createControllerHandlers(deps: {
       jobs.restoreBackup(checkId(req.backupId, 'backup'), req.targetEnvironment || undefined),
     ),
     ListBackups: unary(async (req: { environment: string }) => ({
-      backups: (await catalog.listBackups(req.environment || undefined)).map((b) =>
-        wireBackup(b, restorable),
-      ),
+      backups: (await catalog.listBackups(req.environment || undefined)).map(withVerification),
     })),
     GetBackup: unary(async (req: { backupId: string }) =>
-      wireBackup(await catalog.getBackup(checkId(req.backupId, 'backup')), restorable),
+      withVerification(await catalog.getBackup(checkId(req.backupId, 'backup'))),
     ),
     DeleteBackup: unary(async (req: { backupId: string }) =>
       wireBackup(await retention.delete(checkId(req.backupId, 'backup')), () => false),
@@ -144,6 +185,46 @@ export function createControllerHandlers(deps: {
     ListSchedules: unary(async (req: { environment: string }) => ({
       schedules: await scheduler.list(req.environment || undefined),
     })),
+    ListLocks: unary(() =>
+      Promise.resolve({
+        locks: locks.list().map((l) => ({
+          key: l.key,
+          environment: l.environment,
+          service: l.service,
+          holder: l.holder,
+          fencingToken: l.token,
+          expires: l.expires,
+          activityId: l.activityId,
+          purpose: l.purpose,
+          taskId: l.taskId,
+        })),
+      }),
+    ),
+    DbDump: unary(
+      async (req: { environment: string; databases: string[]; dumpDirectory: string; live: boolean }) =>
+        jobs.dbDump({
+          environment: req.environment || undefined,
+          databases: req.databases,
+          dumpDirectory: req.dumpDirectory,
+          live: req.live,
+        }),
+    ),
+    VerifyBackup: unary(async (req: { backupId: string; location: string }) =>
+      verified(
+        await verifier.verifyBackup(checkId(req.backupId, 'backup'), {
+          ...(req.location ? { location: req.location } : {}),
+        }),
+      ),
+    ),
+    VerifyBackups: unary(async (req: { environment: string; location: string }) => {
+      const all = await verifier.verifyAll({
+        ...(req.environment ? { environment: req.environment } : {}),
+        ...(req.location ? { location: req.location } : {}),
+      });
+      return { verifications: await Promise.all(all.map(verified)) };
+    }),
+    // RepositoryReport's fields are already the wire's (camelCase).
+    CheckRepository: unary((req: { repair: boolean }) => verifier.checkRepository(req.repair)),
     ListActivities: unary(async (req: { environment: string; limit: number }) => ({
       activities: (await catalog.listActivities(req.environment || undefined, req.limit || 50)).map(
         wireActivity,
@@ -196,8 +277,9 @@ export function createControllerHandlers(deps: {
             started = true;
             const h = msg.header;
             const name = h.artifact.name ?? '';
-            const target = jobs.uploadTarget(h.backupId, h.taskId, name);
+            const target = jobs.uploadTarget(h.backupId, h.taskId, name, Number(h.fencingToken ?? 0));
             const key = artifactKey(h.backupId, name);
+            const storage = target.storage;
             storage
               .put(key, data, { signal: target.signal })
               .then(async (result) => {
@@ -256,7 +338,7 @@ export function createControllerHandlers(deps: {
       const run = async () => {
         const { backupId, artifact, taskId } = call.request;
         const src = jobs.downloadSource(checkId(backupId, 'backup'), taskId, artifact);
-        const stream = await storage.get(artifactKey(backupId, artifact));
+        const stream = await src.storage.get(artifactKey(backupId, artifact));
         let cancelled = false;
         call.on('cancelled', () => {
           cancelled = true;
@@ -273,5 +355,7 @@ export function createControllerHandlers(deps: {
       };
       run().catch((err: unknown) => call.emit('error', toServiceError(err)));
     },
+
+    GetInfo: unary((req: { nodeId: string }) => Promise.resolve(deps.info(req.nodeId))),
   };
 }

@@ -6,10 +6,13 @@ import {
   AgentUnavailableError,
   ArtifactCorruptError,
   EnvironmentInactiveError,
+  HookFailedError,
   InvalidArgumentError,
+  LeaseLostError,
   NotFoundError,
   NotRestorableError,
   ShuttingDownError,
+  StaleFencingTokenError,
   TargetMismatchError,
   errorMessage,
 } from '../shared/errors.js';
@@ -23,19 +26,17 @@ import {
   type ArtifactEntry,
   type Manifest,
 } from '../shared/manifest.js';
-import type { PutResult, StorageBackend } from '../shared/storage/backend.js';
+import type { StorageBackend } from '../shared/storage/backend.js';
 import { artifactKey, backupPrefix, manifestKey } from '../shared/storage/keys.js';
-import type {
-  WireArtifact,
-  WireConnection,
-  WireMountSpec,
-  WireServiceSpec,
-  WireTask,
-} from '../shared/wire.js';
+import type { WireArtifact, WireHookTask, WireTask } from '../shared/wire.js';
 import type { ActivityHub } from './activity-hub.js';
 import type { AgentRegistry, TaskOutcome } from './agent-registry.js';
-import type { ActivityRecord, BackupRecord, Catalog } from './catalog.js';
+import type { ActivityRecord, BackupRecord, Catalog, LockRecord, ReplicaState } from './catalog.js';
+import { lockKey, type LockManager } from './lock-manager.js';
 import type { ControllerMetrics } from './metrics.js';
+import { QuiescedSite, byNode } from './quiesce.js';
+import { mountSpec, serviceSpec } from './wire-specs.js';
+import type { ReplicatedPutResult, ReplicatedStorage, StorageSet } from './storage-set.js';
 
 /** One unit of work for one agent within a job. */
 interface JobTask {
@@ -43,9 +44,21 @@ interface JobTask {
   nodeId: string;
   /** Service or mount name (in the job's environment). */
   name: string;
-  /** Service kind, or `mount`. */
+  /** Service kind, `mount` or `hook`. */
   kind: string;
   settled: boolean;
+  /** Aborted when this task's lease is lost: its uploads in flight are discarded. */
+  abort: AbortController;
+  /** The dump lock this task runs under. */
+  lock?: { key: string; token: number };
+}
+
+/** A task failed because its node is gone (disconnected, or its lease expired): the dump may move. */
+function isNodeLoss(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e instanceof AgentUnavailableError || e instanceof LeaseLostError) return true;
+  }
+  return false;
 }
 
 /** A backup or restore that is running in this controller. */
@@ -56,7 +69,9 @@ interface RunningJob {
   abort: AbortController;
   tasks: Map<string, JobTask>;
   /** Backups: what the controller itself measured for each uploaded artifact. */
-  uploads: Map<string, PutResult>;
+  uploads: Map<string, ReplicatedPutResult>;
+  /** Restores: the location each artifact is read from (the first whose copy verified). */
+  sources: Map<string, StorageBackend>;
   done: Promise<void>;
 }
 
@@ -68,8 +83,19 @@ export interface BackupLifecycle {
   beforeCreate(env: EnvironmentConfig, tag: 'manual' | 'automated', replaceOldest: boolean): Promise<void>;
   /** After a backup completed: prune, rotate. Errors are logged; they never fail the backup. */
   afterComplete(env: EnvironmentConfig, backup: BackupRecord, replaceOldest: boolean): Promise<void>;
-  /** Complete and inside the environment's restorable window. */
+  /** Complete, inside the environment's restorable window, and not refused by its verifications. */
   isRestorable(backup: BackupRecord): boolean;
+  /** Why a backup cannot be restored (the error a restore throws), or undefined when it can. */
+  restoreRefusal(backup: BackupRecord): NotRestorableError | undefined;
+}
+
+/** One service or mount of a backup, with the node picked for it. */
+interface BackupPlanItem {
+  name: string;
+  kind: string;
+  node: string;
+  service?: ServiceConfig;
+  mount?: MountConfig;
 }
 
 /** One service or mount of a restore, with the node that restores it. */
@@ -108,10 +134,13 @@ export class JobManager {
     private readonly catalog: Catalog,
     private readonly agents: AgentRegistry,
     private readonly hub: ActivityHub,
-    readonly storage: StorageBackend,
+    readonly storages: StorageSet,
     private readonly metrics: ControllerMetrics,
     private readonly logger: Logger,
     private readonly lifecycle: BackupLifecycle,
+    private readonly locks: LockManager,
+    /** Nodes of an HA group a dump is tried on before the backup fails. */
+    private readonly dumpAttempts: number,
   ) {}
 
   /**
@@ -121,7 +150,7 @@ export class JobManager {
   async recover(): Promise<void> {
     for (const b of await this.catalog.listBackups()) {
       if (b.status !== 'pending' && b.status !== 'in_progress') continue;
-      await this.storage.deletePrefix(backupPrefix(b.id));
+      await this.storages.forEnvironment(b.environment).deletePrefix(backupPrefix(b.id));
       await this.catalog.putBackup({
         ...b,
         status: 'failed',
@@ -193,7 +222,7 @@ export class JobManager {
       ...env.services.map((s) => ({
         name: s.name,
         kind: s.kind,
-        node: this.pickNode(s.nodes, `service ${s.name}`),
+        node: this.pickNode(s.dump_from ?? s.nodes, `service ${s.name}`),
         service: s,
       })),
       ...env.mounts.map((m) => ({
@@ -203,10 +232,16 @@ export class JobManager {
         mount: m,
       })),
     ];
-    const now = new Date().toISOString();
     const backupId = newId();
+    const activityId = newId();
+    // Two dumps of one service never overlap: refuse at once if one runs.
+    const reserved = this.locks.reserveAll(
+      plan.flatMap((p) => ('service' in p ? [{ key: lockKey(env.name, p.name), node: p.node }] : [])),
+      { activityId, purpose: 'backup' },
+    );
+    const now = new Date().toISOString();
     const activity: ActivityRecord = {
-      id: newId(),
+      id: activityId,
       type: 'backup.create',
       environment: env.name,
       state: 'pending',
@@ -223,15 +258,21 @@ export class JobManager {
       tag,
       consistency: '',
       activityId: activity.id,
-      storage: this.storage.name,
+      storage: this.storages.forEnvironment(env.name).name,
       artifacts: [],
       sizeBytes: 0,
     };
-    await this.catalog.putBackup(backup);
-    await this.catalog.putActivity(activity);
+    try {
+      await this.catalog.putBackup(backup);
+      await this.catalog.putActivity(activity);
+    } catch (err) {
+      reserved.release();
+      throw err;
+    }
     const job = this.register(activity, backupId);
     const tasks = this.addTasks(job, plan);
-    const done = this.runBackup(job, backup, plan, tasks, compression).then(async () => {
+    const done = this.runBackup(job, env, backup, plan, tasks, compression).then(async () => {
+      reserved.release();
       if (backup.status === 'complete') {
         await this.lifecycle
           .afterComplete(env, backup, Boolean(opts.replaceOldest))
@@ -245,7 +286,6 @@ export class JobManager {
     return { activityId: activity.id, backupId, done };
   }
 
-  /** True while a backup of the environment runs. */
   /** Whether every service and mount of the environment has at least one connected agent. */
   agentsReady(envName: string): boolean {
     const env = this.environments.find((e) => e.name === envName);
@@ -256,6 +296,7 @@ export class JobManager {
     );
   }
 
+  /** True while a backup of the environment runs. */
   hasRunningBackup(envName: string): boolean {
     return [...this.running.values()].some(
       (j) => j.type === 'backup.create' && j.activity.environment === envName,
@@ -270,6 +311,7 @@ export class JobManager {
       abort: new AbortController(),
       tasks: new Map(),
       uploads: new Map(),
+      sources: new Map(),
       done: Promise.resolve(),
     };
     this.running.set(activity.id, job);
@@ -279,21 +321,27 @@ export class JobManager {
   }
 
   private addTasks(job: RunningJob, plan: Array<{ name: string; kind: string; node: string }>): JobTask[] {
-    const tasks = plan.map((p) => ({
+    return plan.map((p) => this.addTask(job, p));
+  }
+
+  private addTask(job: RunningJob, p: { name: string; kind: string; node: string }): JobTask {
+    const t: JobTask = {
       taskId: newId(),
       nodeId: p.node,
       name: p.name,
       kind: p.kind,
       settled: false,
-    }));
-    for (const t of tasks) job.tasks.set(t.taskId, t);
-    return tasks;
+      abort: new AbortController(),
+    };
+    job.tasks.set(t.taskId, t);
+    return t;
   }
 
   private async runBackup(
     job: RunningJob,
+    env: EnvironmentConfig,
     backup: BackupRecord,
-    plan: Array<{ name: string; kind: string; node: string; service?: ServiceConfig; mount?: MountConfig }>,
+    plan: BackupPlanItem[],
     tasks: JobTask[],
     compression: string,
   ): Promise<void> {
@@ -307,31 +355,10 @@ export class JobManager {
         'info',
         `backup ${backup.id} of ${backup.environment} started (${backup.live ? 'live' : 'consistent'})`,
       );
-      const outcomes = await this.runAll(
-        job,
-        plan.map((p, i) => {
-          const t = tasks[i]!;
-          const work: WireTask = p.service
-            ? {
-                taskId: t.taskId,
-                activityId: job.activity.id,
-                backupId: backup.id,
-                backupService: { service: serviceSpec(p.service), compression },
-              }
-            : {
-                taskId: t.taskId,
-                activityId: job.activity.id,
-                backupId: backup.id,
-                backupMount: { mount: mountSpec(p.mount!), compression },
-              };
-          log('info', `${p.kind} ${p.name}: dumping on ${p.node}`);
-          return { task: t, work };
-        }),
-      );
+      const outcomes = await this.runBackupTasks(job, env, backup, plan, tasks, compression, log);
       const artifacts: ArtifactEntry[] = [];
       const consistency = new Set<string>();
-      for (const [i, outcome] of outcomes.entries()) {
-        const task = tasks[i]!;
+      for (const [i, { task, outcome }] of outcomes.entries()) {
         for (const a of outcome.artifacts) {
           const entry = toEntry(a);
           checkArtifactEntry(entry);
@@ -367,18 +394,26 @@ export class JobManager {
         artifacts,
       };
       job.abort.signal.throwIfAborted();
-      await this.storage.put(
+      const store = this.storages.forEnvironment(backup.environment);
+      const manifestPut = await store.put(
         manifestKey(backup.id),
         Readable.from([Buffer.from(serializeManifest(manifest))]),
       );
+      const replicas = replicaStates(store, [...job.uploads.values(), manifestPut]);
+      for (const [name, r] of Object.entries(replicas)) {
+        if (r.status === 'failed')
+          log('warn', `replica ${name} incomplete (${r.error}); it will be copied again from the primary`);
+      }
       Object.assign(backup, {
         status: 'complete',
         finished,
         artifacts,
         consistency: manifest.consistency,
         sizeBytes: artifacts.reduce((n, a) => n + a.size_bytes, 0),
+        replicas,
       });
       await this.catalog.putBackup(backup);
+      this.dropPreRestoreCopies(job, outcomes, plan);
       const seconds = (Date.now() - started) / 1000;
       log(
         'info',
@@ -394,7 +429,7 @@ export class JobManager {
       this.abortJob(job, reason);
       log('error', `Backup ${backup.id} failed: ${reason}`);
       try {
-        await this.storage.deletePrefix(backupPrefix(backup.id));
+        await this.storages.forEnvironment(backup.environment).deletePrefix(backupPrefix(backup.id));
         log('info', 'partial artifacts removed');
       } catch (cleanupErr) {
         log('error', `cannot remove partial artifacts: ${errorMessage(cleanupErr)}`);
@@ -422,6 +457,14 @@ export class JobManager {
     job: RunningJob,
     items: Array<{ task: JobTask; work: WireTask }>,
   ): Promise<TaskOutcome[]> {
+    return this.firstFailure(
+      job,
+      items.map(({ task, work }) => this.runTracked(job, task, work)),
+    );
+  }
+
+  /** All results, or the first failure (or the job's abort), whichever comes first. */
+  private firstFailure<T>(job: RunningJob, runs: Array<Promise<T>>): Promise<T[]> {
     const aborted = new Promise<never>((_, reject) => {
       const onAbort = () =>
         reject(
@@ -433,33 +476,229 @@ export class JobManager {
       else job.abort.signal.addEventListener('abort', onAbort, { once: true });
     });
     aborted.catch(() => undefined);
-    const runs = items.map(({ task, work }) =>
-      this.agents
-        .runTask(task.nodeId, work, {
-          onProgress: (p) => this.hub.progress(job.activity.id, p),
-          onLog: (level, message) =>
-            this.hub.log(job.activity.id, level, `${task.kind} ${task.name} on ${task.nodeId}: ${message}`),
-        })
-        .then(
-          (outcome) => {
-            task.settled = true;
-            return outcome;
-          },
-          (err: unknown) => {
-            task.settled = true;
-            throw new Error(`${task.kind} ${task.name} on ${task.nodeId}: ${errorMessage(err)}`, {
-              cause: err,
-            });
-          },
-        ),
-    );
+    for (const r of runs) r.catch(() => undefined);
     return Promise.race([Promise.all(runs), aborted]);
+  }
+
+  /** Runs one task on its agent, forwarding its progress and log to the activity. */
+  private runTracked(job: RunningJob, task: JobTask, work: WireTask): Promise<TaskOutcome> {
+    return this.agents
+      .runTask(task.nodeId, work, {
+        onProgress: (p) => this.hub.progress(job.activity.id, p),
+        onLog: (level, message) =>
+          this.hub.log(job.activity.id, level, `${task.kind} ${task.name} on ${task.nodeId}: ${message}`),
+      })
+      .then(
+        (outcome) => {
+          task.settled = true;
+          return outcome;
+        },
+        (err: unknown) => {
+          task.settled = true;
+          throw new Error(`${task.kind} ${task.name} on ${task.nodeId}: ${errorMessage(err)}`, {
+            cause: err,
+          });
+        },
+      );
+  }
+
+  /**
+   * A backup's dumps and archives, all at once, between the environment's
+   * quiesce and resume hooks (consistent backups of environments that have
+   * them). Resume always runs, after the remaining tasks were cancelled on a
+   * failure.
+   */
+  private async runBackupTasks(
+    job: RunningJob,
+    env: EnvironmentConfig,
+    backup: BackupRecord,
+    plan: BackupPlanItem[],
+    tasks: JobTask[],
+    compression: string,
+    log: (level: 'info' | 'warn' | 'error', msg: string) => void,
+  ): Promise<Array<{ task: JobTask; outcome: TaskOutcome }>> {
+    const site =
+      !backup.live && QuiescedSite.needed(env)
+        ? await QuiescedSite.quiesce(env, (node, hook) => this.runHook(job, node, hook), this.metrics, log)
+        : undefined;
+    try {
+      return await this.firstFailure(
+        job,
+        plan.map((p, i) => {
+          const first = tasks[i]!;
+          const base = { activityId: job.activity.id, backupId: backup.id };
+          if (p.service) {
+            const spec = serviceSpec(p.service);
+            return this.runLeased(job, env, p.service, first, 'backup', log, (t, token) => ({
+              ...base,
+              taskId: t.taskId,
+              backupService: { service: spec, compression },
+              fencingToken: token,
+              leaseTtlMs: this.locks.ttlMs,
+            }));
+          }
+          log('info', `mount ${p.name}: archiving on ${p.node}`);
+          return this.runTracked(job, first, {
+            ...base,
+            taskId: first.taskId,
+            backupMount: { mount: mountSpec(p.mount!), compression },
+          }).then((outcome) => ({ task: first, outcome }));
+        }),
+      );
+    } catch (err) {
+      this.abortJob(job, errorMessage(err));
+      throw err;
+    } finally {
+      await site?.resume();
+    }
+  }
+
+  /**
+   * After a complete backup, the pre-restore copies that earlier restores
+   * kept of each database service are no longer the newest good data: each
+   * service's node drops them (engines' dropPreRestoreCopies). In the
+   * background; a failure is logged and never fails the backup.
+   */
+  private dropPreRestoreCopies(
+    job: RunningJob,
+    outcomes: Array<{ task: JobTask }>,
+    plan: BackupPlanItem[],
+  ): void {
+    outcomes.forEach(({ task }, i) => {
+      const svc = plan[i]?.service;
+      if (!svc || svc.kind === 'redis' || !this.agents.isConnected(task.nodeId)) return;
+      const cleanup = this.addTask(job, { name: svc.name, kind: svc.kind, node: task.nodeId });
+      this.agents
+        .runTask(
+          task.nodeId,
+          {
+            taskId: cleanup.taskId,
+            activityId: job.activity.id,
+            backupId: job.backupId,
+            preRestoreCleanup: { service: serviceSpec(svc) },
+          },
+          {},
+        )
+        .catch((err: unknown) =>
+          this.logger.warn(
+            { environment: job.activity.environment, service: svc.name, err: errorMessage(err) },
+            'pre-restore copies not dropped',
+          ),
+        );
+    });
+  }
+
+  /** Runs one hook task (quiesce or resume) on a node. */
+  private async runHook(job: RunningJob, node: string, hook: WireHookTask): Promise<void> {
+    const task = this.addTask(job, { name: hook.phase, kind: 'hook', node });
+    await this.runTracked(job, task, {
+      taskId: task.taskId,
+      activityId: job.activity.id,
+      backupId: job.backupId,
+      hook,
+    });
+  }
+
+  /**
+   * Runs a service's dump under its dump lock. The lock is leased to the first
+   * connected node in the service's preference (`dump_from`, else `nodes`);
+   * the task carries the lease's fencing token, which every upload must show.
+   *
+   * If the holder is lost (its agent disconnects, or its lease expires because
+   * its heartbeats stopped), the task is cancelled, its uploads in flight are
+   * aborted, the controller waits until the lease has ended (so two dumps of
+   * one service never overlap), deletes what the lost holder stored, and
+   * leases the dump to the next node, up to `dump_attempts` nodes. Any other
+   * failure fails the dump at once.
+   */
+  private async runLeased(
+    job: RunningJob,
+    env: EnvironmentConfig,
+    svc: ServiceConfig,
+    first: JobTask,
+    purpose: LockRecord['purpose'],
+    log: (level: 'info' | 'warn' | 'error', msg: string) => void,
+    makeWork: (task: JobTask, token: number) => WireTask,
+  ): Promise<{ task: JobTask; outcome: TaskOutcome }> {
+    const key = lockKey(env.name, svc.name);
+    const order = svc.dump_from ?? svc.nodes;
+    const tried: string[] = [];
+    let task = first;
+    for (let attempt = 1; ; attempt++) {
+      job.abort.signal.throwIfAborted();
+      tried.push(task.nodeId);
+      const lease = await this.locks.acquire({
+        key,
+        environment: env.name,
+        service: svc.name,
+        holder: task.nodeId,
+        activityId: job.activity.id,
+        taskId: task.taskId,
+        purpose,
+      });
+      task.lock = { key, token: lease.token };
+      log(
+        'info',
+        `${svc.kind} ${svc.name}: dump lock granted to ${task.nodeId} (fencing token ${lease.token}); dumping`,
+      );
+      let releaseLease = true;
+      let stopWatching = () => {};
+      const lost = new Promise<never>((_, reject) => {
+        const onLost = (l: LockRecord, reason: string) => {
+          if (l.key !== key || l.token !== lease.token) return;
+          reject(new LeaseLostError(reason));
+        };
+        this.locks.on('lost', onLost);
+        stopWatching = () => this.locks.off('lost', onLost);
+      });
+      lost.catch(() => undefined);
+      try {
+        const outcome = await Promise.race([this.runTracked(job, task, makeWork(task, lease.token)), lost]);
+        return { task, outcome };
+      } catch (err) {
+        task.settled = true;
+        if (!isNodeLoss(err) || job.abort.signal.aborted) throw err;
+        // The holder is gone: stop it, discard its uploads in flight, and let the lease run out.
+        const reason = errorMessage(err);
+        task.abort.abort(
+          new StaleFencingTokenError(`upload with fencing token ${lease.token} discarded: ${reason}`),
+        );
+        this.agents.cancelTask(task.taskId, `dump lock lost: ${reason}`);
+        const next = order.find((n) => !tried.includes(n) && this.agents.isConnected(n));
+        if (attempt >= this.dumpAttempts || !next) {
+          throw new LeaseLostError(
+            `${svc.kind} ${svc.name}: ${reason}; no node left to take over (tried ${tried.join(', ')}, dump_attempts ${this.dumpAttempts})`,
+            { cause: err },
+          );
+        }
+        releaseLease = false;
+        log('warn', `${svc.kind} ${svc.name} on ${task.nodeId}: ${reason}; waiting for its lease to end`);
+        await this.locks.waitGone(key, lease.token, job.abort.signal);
+        if (job.backupId) {
+          await this.storages
+            .forEnvironment(env.name)
+            .deletePrefix(`${backupPrefix(job.backupId)}${svc.name}/`);
+          for (const name of [...job.uploads.keys()]) {
+            if (name.startsWith(`${svc.name}/`)) job.uploads.delete(name);
+          }
+        }
+        log(
+          'warn',
+          `${svc.kind} ${svc.name}: partial artifacts of ${task.nodeId} discarded; dump reassigned to ${next} (attempt ${attempt + 1} of ${this.dumpAttempts})`,
+        );
+        task = this.addTask(job, { name: svc.name, kind: svc.kind, node: next });
+      } finally {
+        stopWatching();
+        if (releaseLease) await this.locks.release(key, lease.token);
+      }
+    }
   }
 
   private abortJob(job: RunningJob, reason: string): void {
     if (!job.abort.signal.aborted) job.abort.abort(new Error(reason));
     for (const t of job.tasks.values()) {
-      if (!t.settled) this.agents.cancelTask(t.taskId, reason);
+      // Hooks are left to finish: a quiesce must be answered by its resume, which runs next.
+      if (!t.settled && t.kind !== 'hook') this.agents.cancelTask(t.taskId, reason);
     }
   }
 
@@ -485,7 +724,7 @@ export class JobManager {
    * Every check that needs no I/O on artifacts happens before this returns.
    *
    * @throws NotFoundError for an unknown backup or environment.
-   * @throws NotRestorableError when the backup is not complete.
+   * @throws NotRestorableError when the backup is not complete, is outside the restorable window, or failed its verification.
    * @throws EnvironmentInactiveError when the target is inactive.
    * @throws TargetMismatchError when the target lacks a service or mount of the backup, or its kind differs.
    * @throws AgentUnavailableError when a target service or mount has no connected agent.
@@ -498,14 +737,9 @@ export class JobManager {
         `backup ${backup.id} is ${backup.status}, not restorable${backup.error ? `: ${backup.error}` : ''}`,
       );
     }
-    if (!this.lifecycle.isRestorable(backup)) {
-      throw new NotRestorableError(
-        `backup ${backup.id} is older than the restorable window of ${backup.environment}`,
-        {
-          hint: 'retention.restorable_days in the config sets the window',
-        },
-      );
-    }
+    // The restorable window, and a failed verification (see controller/verifier.ts).
+    const refused = this.lifecycle.restoreRefusal(backup);
+    if (refused) throw refused;
     const env = this.environment(target || backup.environment);
     if (!env.active) throw new EnvironmentInactiveError(env.name);
     for (const j of this.running.values()) {
@@ -596,7 +830,7 @@ export class JobManager {
       log('info', `verifying ${backup.artifacts.length} artifacts before anything is applied`);
       for (const a of backup.artifacts) {
         job.abort.signal.throwIfAborted();
-        await this.verifyArtifact(backup.id, a, job.abort.signal);
+        job.sources.set(a.name, await this.pickSource(backup, a, job.abort.signal, log));
       }
       log('info', 'every artifact matches its manifest size and SHA-256');
       await this.runAll(
@@ -613,6 +847,28 @@ export class JobManager {
           return { task: t, work };
         }),
       );
+      if (env.hooks.post_restore.length > 0) {
+        log('info', 'running the post_restore hooks');
+        const results = await Promise.allSettled(
+          [...byNode(env.hooks.post_restore)].map(([node, commands]) =>
+            this.runHook(job, node, {
+              environment: env.name,
+              phase: 'post_restore',
+              commands,
+              maxPauseMs: 0,
+              resumeCommands: [],
+            }),
+          ),
+        );
+        const failed = results.flatMap((r) => (r.status === 'rejected' ? [errorMessage(r.reason)] : []));
+        if (failed.length > 0) {
+          this.metrics.hookFailures.inc({ environment: env.name, phase: 'post_restore' }, failed.length);
+          throw new HookFailedError(
+            `the data was restored, but post_restore hooks failed: ${failed.join('; ')}`,
+            { hint: 'run the failed commands by hand; the restored data itself is complete' },
+          );
+        }
+      }
       const seconds = (Date.now() - started) / 1000;
       log('info', `Restore of ${backup.id} into ${env.name} complete in ${seconds.toFixed(1)} s`);
       this.metrics.restores.inc({ environment: env.name, status: 'complete' });
@@ -632,17 +888,161 @@ export class JobManager {
   }
 
   /**
+   * `db-dump`, after the reference platform's `ece-tools db-dump`: dumps the
+   * environment's databases (all configured ones, or the named ones) to
+   * `dump-<db>-<unix seconds>.sql.gz` files in `dumpDirectory` (default
+   * `<agent work_dir>/dumps`) on the node that gets each service's dump lock.
+   * It runs between the quiesce and resume hooks unless `live`.
+   *
+   * @throws NotFoundError for an unknown environment or database.
+   * @throws InvalidArgumentError when no environment is named and several exist, or a name is unsafe.
+   * @throws LockHeldError at once, naming the holder, when a dump of one of the services runs.
+   * @throws AgentUnavailableError when a service has no connected node.
+   */
+  async dbDump(req: {
+    environment?: string;
+    databases: string[];
+    dumpDirectory: string;
+    live: boolean;
+  }): Promise<{ activityId: string; backupId: string }> {
+    if (!this.accepting) throw new ShuttingDownError();
+    let env: EnvironmentConfig;
+    if (req.environment) env = this.environment(req.environment);
+    else if (this.environments.length === 1) env = this.environments[0]!;
+    else {
+      throw new InvalidArgumentError('several environments are configured; name one', {
+        hint: `pass -e ENV (one of: ${this.environments.map((e) => e.name).join(', ') || 'none'})`,
+      });
+    }
+    if (!env.active) throw new EnvironmentInactiveError(env.name);
+    if (req.dumpDirectory && !req.dumpDirectory.startsWith('/')) {
+      throw new InvalidArgumentError(`dump directory "${req.dumpDirectory}" is not an absolute path`);
+    }
+    const sql = env.services.filter((s) => s.kind !== 'redis');
+    if (sql.length === 0)
+      throw new InvalidArgumentError(`environment "${env.name}" has no database services`);
+    const wanted = new Map<ServiceConfig, string[]>();
+    if (req.databases.length === 0) {
+      for (const s of sql) wanted.set(s, s.databases ?? []);
+    } else {
+      for (const db of req.databases) {
+        if (!/^[A-Za-z0-9_$-]{1,64}$/.test(db)) {
+          throw new InvalidArgumentError(`"${db}" is not a database name envsnap can dump to a file`);
+        }
+        const svc = sql.find((s) => s.databases?.includes(db)) ?? sql.find((s) => !s.databases);
+        if (!svc) {
+          const known = sql.flatMap((s) => s.databases ?? []).join(', ');
+          throw new NotFoundError(`database "${db}" is not configured in environment ${env.name}`, {
+            hint: `configured databases: ${known}`,
+          });
+        }
+        wanted.set(svc, [...(wanted.get(svc) ?? []), db]);
+      }
+    }
+    const plan = [...wanted].map(([svc, databases]) => ({
+      svc,
+      databases,
+      name: svc.name,
+      kind: svc.kind,
+      node: this.pickNode(svc.dump_from ?? svc.nodes, `service ${svc.name}`),
+    }));
+    const activityId = newId();
+    const reserved = this.locks.reserveAll(
+      plan.map((p) => ({ key: lockKey(env.name, p.name), node: p.node })),
+      { activityId, purpose: 'db-dump' },
+    );
+    const activity: ActivityRecord = {
+      id: activityId,
+      type: 'db.dump',
+      environment: env.name,
+      state: 'pending',
+      created: new Date().toISOString(),
+      backupId: '',
+      description: `db-dump of ${env.name}${req.live ? ' (live)' : ''}: ${
+        req.databases.length ? req.databases.join(', ') : 'every configured database'
+      }`,
+    };
+    try {
+      await this.catalog.putActivity(activity);
+    } catch (err) {
+      reserved.release();
+      throw err;
+    }
+    const job = this.register(activity, '');
+    const tasks = this.addTasks(job, plan);
+    job.done = this.runDbDump(job, env, plan, tasks, req).finally(() => reserved.release());
+    return { activityId, backupId: '' };
+  }
+
+  private async runDbDump(
+    job: RunningJob,
+    env: EnvironmentConfig,
+    plan: Array<{ svc: ServiceConfig; databases: string[] }>,
+    tasks: JobTask[],
+    req: { dumpDirectory: string; live: boolean },
+  ): Promise<void> {
+    const log = (level: 'info' | 'warn' | 'error', msg: string) => this.hub.log(job.activity.id, level, msg);
+    try {
+      await this.setActivity(job, { state: 'in_progress' });
+      log('info', `db-dump of ${env.name} started (${req.live ? 'live' : 'consistent'})`);
+      const site =
+        !req.live && QuiescedSite.needed(env)
+          ? await QuiescedSite.quiesce(env, (node, hook) => this.runHook(job, node, hook), this.metrics, log)
+          : undefined;
+      try {
+        const results = await this.firstFailure(
+          job,
+          plan.map((p, i) =>
+            this.runLeased(job, env, p.svc, tasks[i]!, 'db-dump', log, (t, token) => ({
+              taskId: t.taskId,
+              activityId: job.activity.id,
+              backupId: '',
+              dbDump: {
+                service: { ...serviceSpec(p.svc), databases: p.databases },
+                dumpDirectory: req.dumpDirectory,
+              },
+              fencingToken: token,
+              leaseTtlMs: this.locks.ttlMs,
+            })),
+          ),
+        );
+        for (const { task, outcome } of results) {
+          for (const f of outcome.files ?? []) log('info', `dump written on ${task.nodeId}: ${f}`);
+        }
+      } catch (err) {
+        this.abortJob(job, errorMessage(err));
+        throw err;
+      } finally {
+        await site?.resume();
+      }
+      this.metrics.dbDumps.inc({ environment: env.name, status: 'complete' });
+      log('info', 'db-dump complete');
+      await this.finishActivity(job, 'complete');
+    } catch (err) {
+      const reason = errorMessage(err);
+      log('error', `db-dump failed: ${reason}`);
+      this.metrics.dbDumps.inc({ environment: env.name, status: 'failed' });
+      await this.finishActivity(job, 'failed', reason);
+    }
+  }
+
+  /**
    * Re-reads one stored artifact and checks its size and SHA-256 against the manifest.
    *
    * @throws ArtifactCorruptError when it is missing or differs.
    */
-  async verifyArtifact(backupId: string, a: ArtifactEntry, signal?: AbortSignal): Promise<void> {
+  async verifyArtifact(
+    backupId: string,
+    a: ArtifactEntry,
+    signal: AbortSignal | undefined,
+    storage: StorageBackend,
+  ): Promise<void> {
     let stream: Readable;
     try {
-      stream = await this.storage.get(artifactKey(backupId, a.name));
+      stream = await storage.get(artifactKey(backupId, a.name));
     } catch (err) {
       if (err instanceof NotFoundError) {
-        throw new ArtifactCorruptError(`artifact ${a.name} is missing from storage "${this.storage.name}"`, {
+        throw new ArtifactCorruptError(`artifact ${a.name} is missing from storage "${storage.name}"`, {
           cause: err,
         });
       }
@@ -671,30 +1071,82 @@ export class JobManager {
   }
 
   /**
-   * Checks that an upload belongs to a running backup task of that node, and
-   * returns the job, for the artifact transfer handler.
+   * The location a restore reads an artifact from: the primary when its copy
+   * matches the manifest, else the first replica whose copy does (complete
+   * replicas only), saying so in the activity log.
    *
+   * @throws ArtifactCorruptError when no location holds a good copy.
+   */
+  private async pickSource(
+    backup: BackupRecord,
+    a: ArtifactEntry,
+    signal: AbortSignal,
+    log: (level: 'info' | 'warn' | 'error', msg: string) => void,
+  ): Promise<StorageBackend> {
+    const store = this.storages.forEnvironment(backup.environment);
+    const candidates = [
+      this.storages.backend(backup.storage),
+      ...store.replicas.filter((r) => backup.replicas?.[r.name]?.status === 'complete'),
+    ];
+    const problems: string[] = [];
+    for (const location of candidates) {
+      try {
+        await this.verifyArtifact(backup.id, a, signal, location);
+        if (problems.length > 0) {
+          log('warn', `${a.name}: ${problems.join('; ')}; restoring from replica "${location.name}"`);
+        }
+        return location;
+      } catch (err) {
+        if (!(err instanceof ArtifactCorruptError)) throw err;
+        problems.push(`copy in "${location.name}" unusable: ${err.message}`);
+      }
+    }
+    throw new ArtifactCorruptError(`no good copy of ${a.name} in any location: ${problems.join('; ')}`, {
+      hint: 'nothing was restored; use another backup',
+    });
+  }
+
+  /**
+   * Checks that an upload belongs to a running backup task of that node, and
+   * returns where and how to store it, for the artifact transfer handler: the
+   * environment's locations (one pass to all), a signal that aborts when the
+   * job fails or the task loses its dump lock, and `record`, which refuses a
+   * result that arrives after the lease moved on.
+   *
+   * @param fencingToken the upload header's token; a task under a dump lock must show the current one.
+   * @throws StaleFencingTokenError when the task's lease is gone or has another token.
    * @throws NotFoundError when no running backup has this task.
    */
   uploadTarget(
     backupId: string,
     taskId: string,
     artifactName: string,
-  ): { signal: AbortSignal; record(result: PutResult): boolean } {
+    fencingToken = 0,
+  ): {
+    signal: AbortSignal;
+    storage: ReplicatedStorage;
+    record(result: ReplicatedPutResult): boolean;
+  } {
     const job = [...this.running.values()].find(
       (j) => j.backupId === backupId && j.type === 'backup.create' && j.tasks.has(taskId),
     );
     const task = job?.tasks.get(taskId);
+    // A task under a dump lock must show the lease's current fencing token, even a settled one:
+    // a stale holder is told why its upload is refused.
+    if (task?.lock) this.locks.checkFence(task.lock.key, taskId, fencingToken);
     if (!job || !task || task.settled || job.abort.signal.aborted) {
       throw new NotFoundError(`no running backup task ${taskId} for backup ${backupId}`);
     }
     if (!artifactName.startsWith(`${task.name}/`)) {
       throw new InvalidArgumentError(`artifact ${artifactName} does not belong to ${task.kind} ${task.name}`);
     }
+    const lock = task.lock;
     return {
-      signal: job.abort.signal,
+      signal: AbortSignal.any([job.abort.signal, task.abort.signal]),
+      storage: this.storages.forEnvironment(job.activity.environment),
       record: (result) => {
-        if (job.abort.signal.aborted || task.settled) return false;
+        if (job.abort.signal.aborted || task.settled || task.abort.signal.aborted) return false;
+        if (lock && !this.locks.isCurrent(lock.key, lock.token)) return false;
         job.uploads.set(artifactName, result);
         return true;
       },
@@ -710,7 +1162,7 @@ export class JobManager {
     backupId: string,
     taskId: string,
     artifactName: string,
-  ): { environment: string; signal: AbortSignal } {
+  ): { environment: string; signal: AbortSignal; storage: StorageBackend } {
     const job = [...this.running.values()].find(
       (j) => j.backupId === backupId && j.type === 'backup.restore' && j.tasks.has(taskId),
     );
@@ -719,7 +1171,9 @@ export class JobManager {
     if (!artifactName.startsWith(`${task.name}/`)) {
       throw new InvalidArgumentError(`artifact ${artifactName} does not belong to ${task.kind} ${task.name}`);
     }
-    return { environment: job.activity.environment, signal: job.abort.signal };
+    const storage = job.sources.get(artifactName);
+    if (!storage) throw new NotFoundError(`artifact ${artifactName} was not verified for this restore`);
+    return { environment: job.activity.environment, signal: job.abort.signal, storage };
   }
 
   /** Number of backups and restores running now. */
@@ -749,30 +1203,6 @@ export class JobManager {
   }
 }
 
-function connectionSpec(c: ServiceConfig['connection']): WireConnection {
-  return {
-    host: c.host ?? '',
-    port: c.port ?? 0,
-    socket: c.socket ?? '',
-    user: c.user ?? '',
-    passwordFile: c.password_file ?? '',
-    passwordEnv: c.password_env ?? '',
-  };
-}
-
-function serviceSpec(s: ServiceConfig): WireServiceSpec {
-  return {
-    name: s.name,
-    kind: s.kind,
-    connection: connectionSpec(s.connection),
-    databases: s.databases ?? [],
-  };
-}
-
-function mountSpec(m: MountConfig): WireMountSpec {
-  return { name: m.name, path: m.path, exclude: m.exclude ?? [] };
-}
-
 function consistencyOf(kind: string): string {
   switch (kind) {
     case 'mariadb':
@@ -800,6 +1230,9 @@ export function toEntry(a: WireArtifact): ArtifactEntry {
     size_bytes: Number(a.sizeBytes),
     sha256: a.sha256,
     raw_bytes: Number(a.rawBytes),
+    ...(a.encryption === 'age-x25519'
+      ? { encryption: 'age-x25519' as const, key_fingerprint: a.keyFingerprint ?? '' }
+      : {}),
   };
 }
 
@@ -816,5 +1249,22 @@ export function toWire(a: ArtifactEntry): WireArtifact {
     sizeBytes: a.size_bytes,
     sha256: a.sha256,
     rawBytes: a.raw_bytes,
+    encryption: a.encryption ?? '',
+    keyFingerprint: a.key_fingerprint ?? '',
   };
+}
+
+/**
+ * Each replica's state after a backup's uploads: complete when every artifact
+ * and the manifest were stored there intact, else failed with the first error.
+ */
+function replicaStates(store: ReplicatedStorage, puts: ReplicatedPutResult[]): Record<string, ReplicaState> {
+  const out: Record<string, ReplicaState> = {};
+  for (const r of store.replicas) {
+    const bad = puts.map((p) => p.replicas[r.name]).find((o) => !o || !o.ok);
+    out[r.name] = bad
+      ? { status: 'failed', error: bad.ok ? 'not written' : bad.error, attempts: 0 }
+      : { status: 'complete', attempts: 0 };
+  }
+  return out;
 }

@@ -34,6 +34,10 @@ export async function main(argv: string[]): Promise<void> {
       () => process.exit(1),
     );
   };
+  process.on('SIGHUP', () => {
+    logger.info('reload requested (SIGHUP)');
+    void controller.reload();
+  });
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
 }

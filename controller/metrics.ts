@@ -76,10 +76,90 @@ export class ControllerMetrics {
     labelNames: ['environment', 'result'] as const,
     registers: [this.registry],
   });
+  readonly locksHeld = new Gauge({
+    name: 'envsnap_dump_locks_held',
+    help: 'Dump locks (leases) held now.',
+    registers: [this.registry],
+  });
+  readonly leaseExpiry = new Gauge({
+    name: 'envsnap_dump_lock_lease_expiry_timestamp_seconds',
+    help: 'When each held dump lock lease ends unless renewed, by service and holder node.',
+    labelNames: ['environment', 'service', 'node'] as const,
+    registers: [this.registry],
+  });
+  readonly leaseExpirations = new Counter({
+    name: 'envsnap_dump_lock_lease_expirations_total',
+    help: 'Dump lock leases that expired without a release (holder died, froze or was cut off).',
+    registers: [this.registry],
+  });
+  readonly quiescePause = new Histogram({
+    name: 'envsnap_quiesce_pause_seconds',
+    help: 'How long the site was quiesced: first quiesce start to last resume end.',
+    labelNames: ['environment'] as const,
+    buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1800],
+    registers: [this.registry],
+  });
+  readonly lastPause = new Gauge({
+    name: 'envsnap_last_quiesce_pause_seconds',
+    help: 'The pause of the last consistent backup or db-dump of the environment.',
+    labelNames: ['environment'] as const,
+    registers: [this.registry],
+  });
+  readonly hookFailures = new Counter({
+    name: 'envsnap_hook_failures_total',
+    help: 'Quiesce or resume hooks that failed, by phase.',
+    labelNames: ['environment', 'phase'] as const,
+    registers: [this.registry],
+  });
+  readonly dbDumps = new Counter({
+    name: 'envsnap_db_dumps_total',
+    help: 'db-dump runs by status.',
+    labelNames: ['environment', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly underReplicated = new Gauge({
+    name: 'envsnap_backups_under_replicated',
+    help: 'Complete backups with at least one replica location not yet holding a good copy.',
+    labelNames: ['environment'] as const,
+    registers: [this.registry],
+  });
+  readonly replicaCopies = new Counter({
+    name: 'envsnap_replica_copies_total',
+    help: 'Retried copies of a backup from its primary to a replica location, by result.',
+    labelNames: ['location', 'result'] as const,
+    registers: [this.registry],
+  });
   readonly agentsConnected = new Gauge({
     name: 'envsnap_agents_connected',
     help: 'Agents with a live session to this controller.',
     registers: [this.registry],
+  });
+  readonly verifications = new Counter({
+    name: 'envsnap_verifications_total',
+    help: 'Backup verifications by environment, storage location and result (ok, failed, error).',
+    labelNames: ['environment', 'location', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly lastVerification = new Gauge({
+    name: 'envsnap_last_verification_timestamp_seconds',
+    help: 'Unix time of the last backup verification by environment, storage location and result.',
+    labelNames: ['environment', 'location', 'result'] as const,
+    registers: [this.registry],
+  });
+  /** Where envsnap_backups_failing_verification reads its values at each scrape (set by the Verifier). */
+  failingVerification: () => Promise<Array<{ environment: string; count: number }>> = () =>
+    Promise.resolve([]);
+  readonly backupsFailingVerification: Gauge<'environment'> = new Gauge({
+    name: 'envsnap_backups_failing_verification',
+    help: 'Complete backups not restorable because their last verification failed, by environment.',
+    labelNames: ['environment'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      const counts = await this.failingVerification();
+      this.backupsFailingVerification.reset();
+      for (const { environment, count } of counts)
+        this.backupsFailingVerification.set({ environment }, count);
+    },
   });
 
   constructor() {

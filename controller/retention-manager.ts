@@ -1,8 +1,9 @@
 import type { EnvironmentConfig } from '../shared/config.js';
-import { InvalidArgumentError, NotFoundError, errorMessage } from '../shared/errors.js';
+import { InvalidArgumentError, NotFoundError, NotRestorableError, errorMessage } from '../shared/errors.js';
 import { failpoint } from '../shared/failpoint.js';
 import type { Logger } from '../shared/logger.js';
 import type { StorageBackend } from '../shared/storage/backend.js';
+import type { StorageSet } from './storage-set.js';
 import { backupPrefix } from '../shared/storage/keys.js';
 import type { BackupRecord, Catalog } from './catalog.js';
 import type { BackupLifecycle } from './jobs.js';
@@ -15,6 +16,12 @@ import {
   resolvePolicy,
   selectRetention,
 } from './retention.js';
+
+/** What verification says about restoring a backup (implemented by controller/verifier.ts). */
+export interface VerificationGate {
+  /** Why the backup must not be restored because of its verifications, or undefined. */
+  refusal(backup: BackupRecord): string | undefined;
+}
 
 /** One backup's fate in a prune. */
 export interface PruneDecision {
@@ -41,11 +48,12 @@ export interface PruneDecision {
  */
 export class RetentionManager implements BackupLifecycle {
   private chain: Promise<unknown> = Promise.resolve();
+  private gate: VerificationGate | undefined;
 
   constructor(
     private readonly environments: EnvironmentConfig[],
     private readonly catalog: Catalog,
-    private readonly storage: StorageBackend,
+    private readonly storages: StorageSet,
     private readonly metrics: ControllerMetrics,
     private readonly logger: Logger,
     private readonly now: () => Date = () => new Date(),
@@ -95,10 +103,40 @@ export class RetentionManager implements BackupLifecycle {
     await this.prune(env.name, false);
   }
 
+  /** Makes the restorable rule also ask verification (see controller/verifier.ts). */
+  setVerificationGate(gate: VerificationGate): void {
+    this.gate = gate;
+  }
+
+  /**
+   * Complete, inside the environment's restorable window (`retention.restorable_days`),
+   * and not refused by its verifications (no verified-good copy anywhere; see controller/verifier.ts).
+   */
   isRestorable(backup: BackupRecord): boolean {
-    if (backup.status !== 'complete') return false;
+    return this.restoreRefusal(backup) === undefined;
+  }
+
+  /** Why a backup cannot be restored, as the error a restore throws; undefined when it can. */
+  restoreRefusal(backup: BackupRecord): NotRestorableError | undefined {
+    if (backup.status !== 'complete') {
+      return new NotRestorableError(
+        `backup ${backup.id} is ${backup.status}, not restorable${backup.error ? `: ${backup.error}` : ''}`,
+      );
+    }
     const days = this.env(backup.environment)?.retention?.restorable_days;
-    return isWithinRestorableWindow(backup.created, days, this.now());
+    if (!isWithinRestorableWindow(backup.created, days, this.now())) {
+      return new NotRestorableError(
+        `backup ${backup.id} is older than the restorable window of ${backup.environment}`,
+        { hint: 'retention.restorable_days in the config sets the window' },
+      );
+    }
+    const refused = this.gate?.refusal(backup);
+    if (refused) {
+      return new NotRestorableError(`backup ${backup.id} is not restorable: ${refused}`, {
+        hint: `once its storage is repaired, envsnap backup:verify ${backup.id} makes it restorable again; or restore another backup`,
+      });
+    }
+    return undefined;
   }
 
   /**
@@ -125,7 +163,7 @@ export class RetentionManager implements BackupLifecycle {
       b.status = 'expiring';
       await this.catalog.putBackup(b);
     }
-    await this.storage.deletePrefix(backupPrefix(b.id));
+    await this.storages.forEnvironment(b.environment).deletePrefix(backupPrefix(b.id));
     failpoint('prune.after-delete-artifacts');
     await this.catalog.deleteBackup(b.id);
     this.metrics.backupsPruned.inc({ environment: b.environment });
@@ -207,7 +245,11 @@ export class RetentionManager implements BackupLifecycle {
 
   /** Deletes stored objects of backups the catalog does not know. */
   private async removeOrphans(known: Set<string>): Promise<void> {
-    const ids = new Set((await this.storage.list('backups/')).map((k) => k.split('/')[1]!));
+    for (const location of this.storages.all()) await this.removeOrphansIn(location, known);
+  }
+
+  private async removeOrphansIn(location: StorageBackend, known: Set<string>): Promise<void> {
+    const ids = new Set((await location.list('backups/')).map((k) => k.split('/')[1]!));
     for (const id of ids) {
       if (known.has(id)) continue;
       // A backup created since the catalog was read is in the catalog now.
@@ -217,8 +259,11 @@ export class RetentionManager implements BackupLifecycle {
       } catch (err) {
         if (!(err instanceof NotFoundError)) throw err;
       }
-      this.logger.warn({ backup: id }, 'removing objects of a backup the catalog does not know');
-      await this.storage
+      this.logger.warn(
+        { backup: id, storage: location.name },
+        'removing objects of a backup the catalog does not know',
+      );
+      await location
         .deletePrefix(backupPrefix(id))
         .catch((err: unknown) => this.logger.error({ err: errorMessage(err) }, 'orphan removal failed'));
     }

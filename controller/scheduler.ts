@@ -63,6 +63,7 @@ export class Scheduler {
 
   /** Creates the cron tasks, then catches up on runs missed while the controller was down. */
   async start(): Promise<void> {
+    this.stopped = false;
     for (const env of this.environments) {
       if (!env.active) continue;
       env.schedules.forEach((schedule, i) => {

@@ -27,6 +27,9 @@ const address = z.string().refine((s) => parseAddress(s) !== undefined, {
 
 const absolutePath = z.string().refine((p) => isAbsolute(p), { message: 'must be an absolute path' });
 
+/** The name of an environment variable (holding a secret). */
+const envVarName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+
 const connectionSchema = z
   .object({
     host: z.string().min(1).optional(),
@@ -34,10 +37,7 @@ const connectionSchema = z
     socket: absolutePath.optional(),
     user: z.string().min(1).optional(),
     password_file: absolutePath.optional(),
-    password_env: z
-      .string()
-      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
-      .optional(),
+    password_env: envVarName.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -55,6 +55,38 @@ const serviceSchema = z
     nodes: z.array(name('node id')).min(1, 'must list at least one node'),
     connection: connectionSchema,
     databases: z.array(z.string().min(1).max(64)).optional(),
+    /**
+     * HA groups: the nodes to dump from, in order of preference; the first
+     * connected one gets the dump lock. Default: `nodes` in their order.
+     */
+    dump_from: z.array(name('node id')).min(1).optional(),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    for (const [i, n] of (s.dump_from ?? []).entries()) {
+      if (!s.nodes.includes(n))
+        ctx.addIssue({ code: 'custom', path: ['dump_from', i], message: `node "${n}" is not in nodes` });
+    }
+  });
+
+/** One hook command: run with `/bin/sh -c` on each listed node. */
+const hookSchema = z
+  .object({
+    nodes: z.array(name('node id')).min(1, 'must list at least one node'),
+    command: z.string().min(1),
+    /** Seconds before the command is killed and counts as failed. */
+    timeout: z.number().positive().default(60),
+  })
+  .strict();
+
+const hooksSchema = z
+  .object({
+    /** Before a consistent backup or db-dump: e.g. maintenance mode on, cron and consumers stopped. */
+    quiesce: z.array(hookSchema).default([]),
+    /** After it, always (success, failure, cancellation), and by the agents' watchdog. */
+    resume: z.array(hookSchema).default([]),
+    /** After a successful restore into this environment: e.g. re-sync a search index, flush a cache. */
+    post_restore: z.array(hookSchema).default([]),
   })
   .strict();
 
@@ -138,16 +170,68 @@ const environmentSchema = z
     retention: retentionConfigSchema.optional(),
     /** Most manual backups kept; default: unlimited for production, 2 otherwise. */
     manual_limit: z.number().int().min(1).optional(),
+    hooks: hooksSchema.default({ quiesce: [], resume: [], post_restore: [] }),
+    /**
+     * Seconds: the longest the site may stay quiesced. An agent that has not
+     * been told to resume after this long runs the resume hooks by itself.
+     */
+    max_pause: z.number().positive().default(600),
   })
-  .strict();
+  .strict()
+  .superRefine((e, ctx) => {
+    if (e.hooks.quiesce.length > 0 && e.hooks.resume.length === 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['hooks', 'resume'],
+        message: 'is required when quiesce hooks are set (the site must be resumed)',
+      });
+  });
 
-const storageSchema = z
+const localStorageSchema = z
   .object({
     name: name('storage name'),
     type: z.literal('local'),
     path: absolutePath,
   })
   .strict();
+
+/**
+ * An S3 bucket (AWS S3 or S3-compatible: MinIO, Ceph RGW, ...). Credentials:
+ * `access_key_id` with `secret_access_key_file` or `secret_access_key_env`,
+ * else the standard AWS chain (environment, shared files, instance role).
+ */
+const s3StorageSchema = z
+  .object({
+    name: name('storage name'),
+    type: z.literal('s3'),
+    bucket: z.string().min(3).max(63),
+    prefix: z.string().optional(),
+    region: z.string().min(1).optional(),
+    endpoint: z.url().optional(),
+    force_path_style: z.boolean().default(false),
+    access_key_id: z.string().min(1).optional(),
+    secret_access_key_file: absolutePath.optional(),
+    secret_access_key_env: envVarName.optional(),
+    server_side_encryption: z.enum(['AES256', 'aws:kms', 'aws:kms:dsse']).optional(),
+    storage_class: z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const secret = c.secret_access_key_file !== undefined || c.secret_access_key_env !== undefined;
+    if (c.access_key_id !== undefined && !secret)
+      ctx.addIssue({
+        code: 'custom',
+        message: 'access_key_id needs secret_access_key_file or secret_access_key_env',
+      });
+    if (c.access_key_id === undefined && secret)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['access_key_id'],
+        message: 'is required with a secret access key',
+      });
+  });
+
+const storageSchema = z.discriminatedUnion('type', [localStorageSchema, s3StorageSchema]);
 
 const compression = z.enum(['zstd', 'gzip']);
 
@@ -163,6 +247,14 @@ const controllerSchema = z
     heartbeat_interval: z.number().positive().default(5),
     /** When retention is applied besides after each backup (cron spec, controller's time zone). */
     prune_schedule: cronSpec.default('17 * * * *'),
+    /** When every complete backup is verified (cron spec, controller's time zone); off when absent. */
+    verify_schedule: cronSpec.optional(),
+    /** Seconds between passes that copy failed replicas again from the primary (doubling per failure, up to 1 h). */
+    replica_retry_interval: z.number().positive().default(60),
+    /** Seconds a dump lock lease lasts without renewal (the holder's heartbeats renew it). */
+    lease_ttl: z.number().positive().default(30),
+    /** How many nodes of an HA group a dump is tried on before the backup fails. */
+    dump_attempts: z.number().int().min(1).max(20).default(3),
   })
   .strict();
 
@@ -178,6 +270,12 @@ const agentSchema = z
     zstd_level: z.number().int().min(1).max(19).default(3),
     /** zstd worker threads; 0 means one per core (`zstd -T0`). */
     zstd_threads: z.number().int().min(0).max(256).default(0),
+    /**
+     * An age identity file (`age-keygen -o FILE`): artifacts are encrypted to
+     * its recipient before they leave the agent, and decrypted with it on
+     * restore. Never stored with the backups.
+     */
+    encryption_key_file: absolutePath.optional(),
   })
   .strict();
 
@@ -272,6 +370,14 @@ export interface ControllerConfig {
   heartbeatIntervalMs: number;
   /** Cron spec of the periodic prune. */
   pruneSchedule: string;
+  /** Cron spec of the scheduled verification of every complete backup; undefined = off. */
+  verifySchedule?: string | undefined;
+  /** Milliseconds between replica retry passes. */
+  replicaRetryIntervalMs: number;
+  /** Milliseconds a dump lock lease lasts without renewal. */
+  leaseTtlMs: number;
+  /** Nodes of an HA group a dump is tried on before the backup fails. */
+  dumpAttempts: number;
   storage: StorageConfig[];
   environments: EnvironmentConfig[];
 }
@@ -286,6 +392,8 @@ export interface AgentConfig {
   concurrency: number;
   zstdLevel: number;
   zstdThreads: number;
+  /** age identity file; undefined: artifacts are not encrypted. */
+  encryptionKeyFile: string | undefined;
 }
 
 /** Parses `host:port` or `[v6]:port`; undefined when malformed. */
@@ -381,6 +489,11 @@ export function compileControllerConfig(cfg: FileConfig, file: string): Controll
   if (!cfg.controller)
     throw new ConfigError(`${file}: controller: section is required to run the controller`);
   const c = cfg.controller;
+  if (c.lease_ttl < 2 * c.heartbeat_interval) {
+    throw new ConfigError(
+      `${file}: invalid config: controller.lease_ttl: must be at least twice controller.heartbeat_interval (${c.heartbeat_interval} s): heartbeats renew the leases`,
+    );
+  }
   const storage = cfg.storage?.length
     ? cfg.storage
     : [{ name: 'local', type: 'local' as const, path: `${c.state_dir.replace(/\/+$/, '')}/repository` }];
@@ -393,6 +506,10 @@ export function compileControllerConfig(cfg: FileConfig, file: string): Controll
     shutdownTimeoutMs: c.shutdown_timeout * 1000,
     heartbeatIntervalMs: c.heartbeat_interval * 1000,
     pruneSchedule: c.prune_schedule,
+    verifySchedule: c.verify_schedule,
+    replicaRetryIntervalMs: c.replica_retry_interval * 1000,
+    leaseTtlMs: c.lease_ttl * 1000,
+    dumpAttempts: c.dump_attempts,
     storage,
     environments: cfg.environments ?? [],
   };
@@ -416,6 +533,7 @@ export async function loadAgentConfig(file: string): Promise<AgentConfig> {
     concurrency: a.concurrency,
     zstdLevel: a.zstd_level,
     zstdThreads: a.zstd_threads,
+    encryptionKeyFile: a.encryption_key_file,
   };
 }
 

@@ -23,6 +23,11 @@ export const ErrorCode = {
   TASK_ABORTED: 'task_aborted',
   SECRET_UNAVAILABLE: 'secret_unavailable',
   SHUTTING_DOWN: 'shutting_down',
+  LOCK_HELD: 'lock_held',
+  LEASE_LOST: 'lease_lost',
+  STALE_FENCING_TOKEN: 'stale_fencing_token',
+  HOOK_FAILED: 'hook_failed',
+  ENCRYPTION_KEY: 'encryption_key',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -153,6 +158,44 @@ export class SecretUnavailableError extends EnvsnapError {
 export class ShuttingDownError extends EnvsnapError {
   constructor() {
     super(ErrorCode.SHUTTING_DOWN, 'the controller is shutting down', { hint: 'retry once it is back' });
+  }
+}
+
+/** Thrown when a dump or db-dump needs a service's dump lock and another job holds it. */
+export class LockHeldError extends EnvsnapError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(ErrorCode.LOCK_HELD, message, options);
+  }
+}
+
+/**
+ * Thrown (to the job) when the holder of a dump lock stopped renewing its
+ * lease: its node died, froze or was cut off. The dump is reassigned.
+ */
+export class LeaseLostError extends EnvsnapError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(ErrorCode.LEASE_LOST, message, options);
+  }
+}
+
+/** Thrown when an upload carries a fencing token that is not the current lease's: a stale holder. */
+export class StaleFencingTokenError extends EnvsnapError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(ErrorCode.STALE_FENCING_TOKEN, message, options);
+  }
+}
+
+/** Thrown when a quiesce or resume hook command fails or times out. */
+export class HookFailedError extends EnvsnapError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(ErrorCode.HOOK_FAILED, message, options);
+  }
+}
+
+/** Thrown when an artifact is encrypted with a key the restoring agent does not hold (checked before anything is touched). */
+export class EncryptionKeyError extends EnvsnapError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(ErrorCode.ENCRYPTION_KEY, message, options);
   }
 }
 

@@ -17,6 +17,11 @@ const STATUS: Record<ErrorCode, grpc.status> = {
   [ErrorCode.TASK_ABORTED]: grpc.status.ABORTED,
   [ErrorCode.SECRET_UNAVAILABLE]: grpc.status.FAILED_PRECONDITION,
   [ErrorCode.SHUTTING_DOWN]: grpc.status.UNAVAILABLE,
+  [ErrorCode.LOCK_HELD]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCode.LEASE_LOST]: grpc.status.ABORTED,
+  [ErrorCode.STALE_FENCING_TOKEN]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCode.HOOK_FAILED]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCode.ENCRYPTION_KEY]: grpc.status.FAILED_PRECONDITION,
 };
 
 /**

@@ -35,6 +35,15 @@ export interface ArtifactEntry {
   sha256: string;
   /** Size of the tool's output before compression, bytes. */
   raw_bytes: number;
+  /**
+   * Encryption at rest: absent when none; `age-x25519` when the agent
+   * encrypted the compressed bytes with age (https://age-encryption.org/v1)
+   * to the X25519 recipient of its key file. `size_bytes` and `sha256` are of
+   * the encrypted bytes as stored.
+   */
+  encryption?: 'age-x25519';
+  /** First 16 hex digits of the SHA-256 of the age recipient (public key); the key itself is never stored. */
+  key_fingerprint?: string;
 }
 
 export interface Manifest {

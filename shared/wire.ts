@@ -20,6 +20,9 @@ export interface WireArtifact {
   sizeBytes: number;
   sha256: string;
   rawBytes: number;
+  /** '' (none) or 'age-x25519'. */
+  encryption?: string;
+  keyFingerprint?: string;
 }
 
 export interface WireBackup {
@@ -36,6 +39,16 @@ export interface WireBackup {
   activityId: string;
   tag: string;
   consistency: string;
+  /** The last verification; null when never verified. */
+  verification?: WireBackupVerification | null;
+  storage?: string;
+  replicas?: Array<{
+    location: string;
+    status: string;
+    error: string;
+    attempts: number;
+    nextAttempt: string;
+  }>;
 }
 
 export interface WireActivity {
@@ -100,11 +113,36 @@ export interface WireMountSpec {
   exclude: string[];
 }
 
+export interface WireHookCommand {
+  command: string;
+  timeoutMs: number;
+}
+
+export interface WireHookTask {
+  environment: string;
+  phase: 'quiesce' | 'resume' | 'post_restore';
+  commands: WireHookCommand[];
+  maxPauseMs: number;
+  resumeCommands: WireHookCommand[];
+}
+
 export interface WireTask {
   taskId: string;
   activityId: string;
   backupId: string;
-  work?: 'backupService' | 'backupMount' | 'restoreService' | 'restoreMount';
+  work?:
+    | 'backupService'
+    | 'backupMount'
+    | 'restoreService'
+    | 'restoreMount'
+    | 'hook'
+    | 'dbDump'
+    | 'preRestoreCleanup';
+  preRestoreCleanup?: { service: WireServiceSpec };
+  hook?: WireHookTask;
+  dbDump?: { service: WireServiceSpec; dumpDirectory: string };
+  fencingToken?: number;
+  leaseTtlMs?: number;
   backupService?: { service: WireServiceSpec; compression: string };
   backupMount?: { mount: WireMountSpec; compression: string };
   restoreService?: { service: WireServiceSpec; artifacts: WireArtifact[] };
@@ -113,9 +151,12 @@ export interface WireTask {
 
 export type WireAgentMessage =
   | { msg?: 'hello'; hello: { nodeId: string; version: string; hostname: string; runningTaskIds: string[] } }
-  | { msg?: 'heartbeat'; heartbeat: { runningTasks: number } }
+  | { msg?: 'heartbeat'; heartbeat: { runningTasks: number; runningTaskIds: string[] } }
   | { msg?: 'progress'; progress: WireProgress }
-  | { msg?: 'result'; result: { taskId: string; ok: boolean; error: string; artifacts: WireArtifact[] } }
+  | {
+      msg?: 'result';
+      result: { taskId: string; ok: boolean; error: string; artifacts: WireArtifact[]; files?: string[] };
+    }
   | { msg?: 'log'; log: { taskId: string; level: string; message: string } };
 
 export type WireControllerMessage =
@@ -124,6 +165,71 @@ export type WireControllerMessage =
   | { msg?: 'cancel'; cancel: { taskId: string; reason: string } };
 
 export type WireUploadMessage =
-  | { msg?: 'header'; header: { backupId: string; taskId: string; artifact: Partial<WireArtifact> } }
+  | {
+      msg?: 'header';
+      header: { backupId: string; taskId: string; artifact: Partial<WireArtifact>; fencingToken?: number };
+    }
   | { msg?: 'data'; data: Buffer }
   | { msg?: 'trailer'; trailer: { sizeBytes: number; sha256: string; rawBytes: number } };
+
+export interface WireLock {
+  key: string;
+  environment: string;
+  service: string;
+  holder: string;
+  fencingToken: number;
+  expires: string;
+  activityId: string;
+  purpose: string;
+  taskId: string;
+}
+
+/** `ControllerInfo`, the answer to `GetInfo` (doctor). */
+export interface WireControllerInfo {
+  version: string;
+  time: string;
+  defaultCompression: string;
+  services: Array<{ environment: string; service: WireServiceSpec }>;
+  mounts: Array<{ environment: string; mount: WireMountSpec }>;
+}
+
+export interface WireObjectCheck {
+  name: string;
+  status: string;
+  detail: string;
+}
+
+export interface WireLocationVerification {
+  location: string;
+  result: string;
+  time: string;
+  detail: string;
+  objects: WireObjectCheck[];
+  conclusiveResult: string;
+  conclusiveTime: string;
+}
+
+export interface WireBackupVerification {
+  backupId: string;
+  environment: string;
+  created: string;
+  time: string;
+  result: string;
+  restorable: boolean;
+  locations: WireLocationVerification[];
+}
+
+export interface WireRepositoryIssue {
+  location: string;
+  kind: string;
+  backupId: string;
+  key: string;
+  detail: string;
+  action: string;
+}
+
+export interface WireRepositoryReport {
+  repair: boolean;
+  locations: Array<{ location: string; objects: number; backups: number }>;
+  issues: WireRepositoryIssue[];
+}

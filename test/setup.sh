@@ -11,13 +11,21 @@ declare -A PKG=(
   [mariadbd]=mariadb-server [mariadb-install-db]=mariadb-server [mariadb]=mariadb-client [mariadb-dump]=mariadb-client
   [psql]=postgresql-client [pg_dump]=postgresql-client [pg_restore]=postgresql-client
   [redis-server]=redis-server [redis-cli]=redis-tools
-  [promtool]=prometheus [systemd-analyze]=systemd [runuser]=util-linux
+  [promtool]=prometheus [systemd-analyze]=systemd [runuser]=util-linux [age]=age [age-keygen]=age
+  # systemd readiness test: systemd-notify, a notify-socket listener, a pseudo-terminal
+  [systemd-notify]=systemd [python3]=python3 [script]=util-linux
+  # doctor test: a controller with a shifted clock
+  [faketime]=faketime
+  # npm run bench: data generators and the raw tools it compares envsnap with
+  [sysbench]=sysbench [mydumper]=mydumper [restic]=restic [borg]=borgbackup
 )
 missing=()
 for bin in "${!PKG[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${PKG[$bin]}")
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# GNU time (the bench's measurements); `command -v time` finds the shell keyword instead.
+[ -x /usr/bin/time ] || missing+=(time)
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
   if [ "$(id -u)" = 0 ]; then

@@ -9,6 +9,11 @@ import { register as backupGet } from './commands/backup-get.js';
 import { register as backupList } from './commands/backup-list.js';
 import { register as backupPrune } from './commands/backup-prune.js';
 import { register as backupRestore } from './commands/backup-restore.js';
+import { register as doctor } from './commands/doctor.js';
+import { register as backupVerify } from './commands/backup-verify.js';
+import { register as repositoryCheck } from './commands/repository-check.js';
+import { register as dbDump } from './commands/db-dump.js';
+import { register as lockList } from './commands/lock-list.js';
 import { register as scheduleList } from './commands/schedule-list.js';
 import { makeRunner } from './runner.js';
 
@@ -35,10 +40,15 @@ export function buildProgram(): Command {
     backupRestore,
     backupDelete,
     backupPrune,
+    backupVerify,
+    repositoryCheck,
     scheduleList,
+    dbDump,
+    lockList,
     activityList,
     activityLog,
     agentList,
+    doctor,
   ]) {
     register(program, run);
   }

@@ -43,3 +43,39 @@ export function humanBytes(n: number): string {
 export function info(quiet: boolean | undefined, line: string): void {
   if (!quiet) process.stderr.write(line + '\n');
 }
+
+/** The shape `printChecks` prints: the result lines of `envsnap doctor`. */
+export interface CheckReport {
+  node: string;
+  config: string;
+  checks: Array<{ check: string; status: 'ok' | 'warn' | 'fail'; message: string; fix?: string }>;
+}
+
+const CHECK_LABEL = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' } as const;
+
+/**
+ * Prints doctor's results on stdout: one line per check (`ok`, `warn` or `FAIL`, what was checked,
+ * what was found, and for warn and FAIL what to fix), then a count; or, with json, one object
+ * `{ node, config, ok, checks: [{ check, status, message, fix? }] }` where `ok` is false when a
+ * check failed.
+ */
+export function printChecks(format: Format, report: CheckReport): void {
+  const failed = report.checks.filter((c) => c.status === 'fail').length;
+  if (format === 'json') {
+    process.stdout.write(JSON.stringify({ ...report, ok: failed === 0 }, null, 2) + '\n');
+    return;
+  }
+  const lines = report.checks.map(
+    (c) =>
+      `${CHECK_LABEL[c.status]}  ${c.check}: ${oneLine(c.message)}${c.fix ? ` -> fix: ${oneLine(c.fix)}` : ''}`,
+  );
+  const warned = report.checks.filter((c) => c.status === 'warn').length;
+  const ok = report.checks.length - failed - warned;
+  lines.push(`${report.node}: ${ok} ok, ${warned} warning${warned === 1 ? '' : 's'}, ${failed} failed`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** Tools' messages span lines (psql's "connection failed" + "Is the server running"): join them. */
+function oneLine(text: string): string {
+  return text.trim().replace(/\s*\n\s*/g, ' ');
+}

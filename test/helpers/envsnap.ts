@@ -110,6 +110,10 @@ export class EnvsnapCluster {
     environments: EnvironmentYaml[];
     /** Extra keys of the config's `controller:` section. */
     controller?: Record<string, unknown>;
+    /** Extra keys of every agent's `agent:` section. */
+    agent?: Record<string, unknown>;
+    /** The controller's `storage:` section (default: the local repository under the state directory). */
+    storage?: Array<Record<string, unknown>>;
   }): Promise<EnvsnapCluster> {
     const dir = await mkdtemp(path.join(tmpdir(), 'envsnap-e2e-'));
     const c = new EnvsnapCluster(dir, opts.nodes, opts.environments);
@@ -128,6 +132,7 @@ export class EnvsnapCluster {
           ...opts.controller,
         },
         environments: opts.environments,
+        ...(opts.storage ? { storage: opts.storage } : {}),
       }),
     );
     for (const node of opts.nodes) {
@@ -141,6 +146,7 @@ export class EnvsnapCluster {
             controller: c.address,
             metrics_listen: `127.0.0.1:${mport}`,
             work_dir: path.join(dir, `work-${node}`),
+            ...opts.agent,
           },
         }),
       );

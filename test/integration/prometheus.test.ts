@@ -200,6 +200,30 @@ const ruleTests = {
       ],
     },
     {
+      // Two backups of prod fail verification at 10 min; at 40 min one verifies again and the
+      // other is deleted. dev's backups are fine throughout.
+      interval: '1m',
+      input_series: [
+        {
+          series: `envsnap_backups_failing_verification${sel({ ...ctl, environment: 'prod' })}`,
+          values: '0x9 2x30 0x20',
+        },
+        {
+          series: `envsnap_backups_failing_verification${sel({ ...ctl, environment: 'dev' })}`,
+          values: '0x60',
+        },
+      ],
+      alert_rule_test: [
+        { eval_time: '5m', alertname: 'EnvsnapVerificationFailed', exp_alerts: [] },
+        {
+          eval_time: '15m',
+          alertname: 'EnvsnapVerificationFailed',
+          exp_alerts: [{ exp_labels: { ...ctl, environment: 'prod', severity: 'critical' } }],
+        },
+        { eval_time: '45m', alertname: 'EnvsnapVerificationFailed', exp_alerts: [] },
+      ],
+    },
+    {
       // The controller goes down at 6 min: ControllerDown after 2 min; the agent loses its session at
       // the same time, which must not raise EnvsnapAgentDisconnected as well.
       interval: '1m',
@@ -300,6 +324,7 @@ describe('Prometheus: alert rules, scrape config and a real scrape', function ()
         'EnvsnapBackupTooOld',
         'EnvsnapBackupFailed',
         'EnvsnapRestoreFailed',
+        'EnvsnapVerificationFailed',
         'EnvsnapControllerDown',
         'EnvsnapAgentDown',
         'EnvsnapAgentDisconnected',

@@ -137,6 +137,50 @@ describe('schedules and retention (real processes)', function () {
     assert.ok(unknown.length <= 1, `objects without catalog entries: ${unknown.join(', ')}`);
   });
 
+  it('on the advanced preset, automated backups accumulate and are pruned by its rules; backup:list shows which are restorable', async () => {
+    const tree = await smallTree(path.join(work, 'advanced'));
+    cluster = await EnvsnapCluster.start({
+      nodes: ['node-1'],
+      environments: [
+        mountEnv('adv', tree, {
+          schedules: [{ cron: '*/2 * * * * *' }],
+          retention: { preset: 'advanced', restorable_days: 7 },
+        }),
+      ],
+    });
+    const c = cluster;
+    for (let i = 0; i < 5; i++) {
+      const r = await c.cli(['backup:create', '-e', 'adv']);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    await c.waitFor(
+      async () => (await metric(c, 'envsnap_backups_pruned_total{environment="adv"}')) >= 3,
+      'automated backups to accumulate and be pruned',
+      60_000,
+    );
+    const dry = await c.json<PruneJson[]>(['backup:prune', '-e', 'adv', '--dry-run']);
+    const kept = dry.filter((d) => d.action === 'keep');
+    // advanced: manual keep_last 4; automated daily 6 + weekly 4 + monthly 11, and all of today's
+    // automated backups share one day, week and month: the newest one stands for all three.
+    assert.equal(kept.filter((d) => d.tag === 'manual').length, 4, JSON.stringify(dry));
+    const auto = kept.filter(
+      (d) => d.tag === 'automated' && !d.reasons.some((r) => r.startsWith('not finished')),
+    );
+    assert.equal(auto.length, 1, JSON.stringify(dry));
+    assert.ok(
+      auto[0]!.reasons.some((r) => r.startsWith('daily ')),
+      JSON.stringify(auto),
+    );
+    assert.ok(
+      auto[0]!.reasons.some((r) => r.startsWith('monthly ')),
+      JSON.stringify(auto),
+    );
+    const table = await c.cli(['backup:list', '-e', 'adv']);
+    assert.match(table.stdout, /Restorable/);
+    const list = await backups(c, 'adv');
+    assert.ok(list.filter((b) => b.status === 'complete').every((b) => b.restorable));
+  });
+
   it('skips a run while the previous backup of the environment still runs, and counts it', async () => {
     // A mount big enough that one backup outlasts the one-second spec.
     const tree = path.join(work, 'slow');

@@ -75,4 +75,23 @@ describe('catalog', () => {
     );
     assert.equal((await catalog.getActivity(id)).state, 'complete');
   });
+
+  it('keeps a verification per backup and deletes it with the backup', async () => {
+    const b = backup('main', Date.UTC(2026, 0, 2));
+    await catalog.putBackup(b);
+    const time = new Date().toISOString();
+    await catalog.putVerification({
+      backupId: b.id,
+      environment: 'main',
+      time,
+      source: 'verify',
+      locations: [{ location: 'local', result: 'failed', time, detail: 'x: missing', objects: [] }],
+    });
+    assert.equal((await catalog.getVerification(b.id))?.locations[0]?.result, 'failed');
+    assert.equal((await catalog.listVerifications()).length, 1);
+    await catalog.deleteBackup(b.id);
+    await assert.rejects(catalog.getBackup(b.id), NotFoundError);
+    assert.equal(await catalog.getVerification(b.id), undefined);
+    assert.deepEqual(await catalog.listVerifications(), []);
+  });
 });

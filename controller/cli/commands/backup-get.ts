@@ -26,6 +26,8 @@ export function register(program: Command, run: Runner): void {
           size_bytes: Number(a.sizeBytes),
           raw_bytes: Number(a.rawBytes),
           sha256: a.sha256,
+          encryption: a.encryption || null,
+          key_fingerprint: a.keyFingerprint || null,
         }));
         if (format === 'json') {
           const out = {
@@ -40,7 +42,29 @@ export function register(program: Command, run: Runner): void {
             consistency: b.consistency,
             size_bytes: Number(b.sizeBytes),
             error: b.error || null,
+            storage: b.storage ?? null,
+            replicated: `${1 + (b.replicas ?? []).filter((r) => r.status === 'complete').length}/${1 + (b.replicas ?? []).length}`,
+            replicas: (b.replicas ?? []).map((r) => ({
+              location: r.location,
+              status: r.status,
+              error: r.error || null,
+              attempts: r.attempts,
+              next_attempt: r.nextAttempt || null,
+            })),
             artifacts,
+            verification: b.verification
+              ? {
+                  time: b.verification.time,
+                  result: b.verification.result,
+                  locations: b.verification.locations.map((l) => ({
+                    location: l.location,
+                    result: l.result,
+                    time: l.time,
+                    detail: l.detail,
+                    conclusive_result: l.conclusiveResult || null,
+                  })),
+                }
+              : null,
           };
           process.stdout.write(JSON.stringify(out, null, 2) + '\n');
           return 0;
@@ -52,6 +76,18 @@ export function register(program: Command, run: Runner): void {
             `Created:     ${b.created}`,
             `Status:      ${b.status.toLowerCase()}${b.error ? ` (${b.error})` : ''}`,
             `Restorable:  ${b.restorable}`,
+            ...(b.replicas?.length
+              ? [
+                  `Replicated:  ${1 + b.replicas.filter((r) => r.status === 'complete').length}/${1 + b.replicas.length} (primary ${b.storage}${b.replicas
+                    .map((r) => `; ${r.location}: ${r.status}${r.error ? `, ${r.error}` : ''}`)
+                    .join('')})`,
+                ]
+              : []),
+            ...(b.verification
+              ? b.verification.locations.map(
+                  (l) => `Verified:    ${l.result} in ${l.location} at ${l.time} (${l.detail})`,
+                )
+              : ['Verified:    never']),
             `Type:        ${b.live ? 'live' : 'consistent'}, ${b.tag}`,
             `Size:        ${humanBytes(Number(b.sizeBytes))}`,
             ...(b.consistency ? [`Consistency: ${b.consistency}`] : []),
@@ -64,6 +100,7 @@ export function register(program: Command, run: Runner): void {
           ['Kind', (a) => a.kind],
           ['Node', (a) => a.node],
           ['Size', (a) => humanBytes(a.size_bytes)],
+          ['Encryption', (a) => (a.encryption ? `${a.encryption} ${a.key_fingerprint}` : 'none')],
           ['SHA-256', (a) => a.sha256],
         ]);
         return 0;

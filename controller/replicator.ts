@@ -1,0 +1,118 @@
+import { errorMessage } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { artifactKey, manifestKey } from '../shared/storage/keys.js';
+import type { BackupRecord, Catalog } from './catalog.js';
+import type { ControllerMetrics } from './metrics.js';
+import type { StorageSet } from './storage-set.js';
+
+/** Longest wait between two attempts at one replica copy, ms. */
+const MAX_BACKOFF_MS = 3600_000;
+
+/**
+ * Retries replica copies that failed during a backup's single pass: every
+ * `intervalMs` it looks for complete backups with a `failed` replica whose
+ * next attempt is due, and copies each artifact and the manifest from the
+ * primary copy to that replica, checking size and SHA-256. A success marks
+ * the replica `complete`; a failure doubles the wait (capped at one hour).
+ */
+export class Replicator {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly catalog: Catalog,
+    private readonly storages: StorageSet,
+    private readonly metrics: ControllerMetrics,
+    private readonly logger: Logger,
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      this.running ??= this.pass().finally(() => {
+        this.running = undefined;
+      });
+    }, this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** One pass over the catalog. Never throws. */
+  async pass(): Promise<void> {
+    try {
+      const now = Date.now();
+      let under = new Map<string, number>();
+      for (const b of await this.catalog.listBackups()) {
+        if (b.status !== 'complete' || !b.replicas) continue;
+        for (const [name, state] of Object.entries(b.replicas)) {
+          if (state.status === 'complete') continue;
+          under.set(b.environment, (under.get(b.environment) ?? 0) + 1);
+          if (state.nextAttempt && Date.parse(state.nextAttempt) > now) continue;
+          await this.copy(b, name);
+        }
+      }
+      // Count again after the copies.
+      under = new Map();
+      for (const b of await this.catalog.listBackups()) {
+        if (b.status !== 'complete' || !b.replicas) continue;
+        if (Object.values(b.replicas).some((r) => r.status !== 'complete'))
+          under.set(b.environment, (under.get(b.environment) ?? 0) + 1);
+      }
+      this.metrics.underReplicated.reset();
+      for (const [env, n] of under) this.metrics.underReplicated.set({ environment: env }, n);
+    } catch (err) {
+      this.logger.error({ err: errorMessage(err) }, 'replication pass failed');
+    }
+  }
+
+  private async copy(b: BackupRecord, location: string): Promise<void> {
+    const primary = this.storages.backend(b.storage);
+    const replica = this.storages.backend(location);
+    const state = b.replicas![location]!;
+    try {
+      for (const a of b.artifacts) {
+        const result = await replica.put(
+          artifactKey(b.id, a.name),
+          await primary.get(artifactKey(b.id, a.name)),
+        );
+        if (result.sha256 !== a.sha256 || result.sizeBytes !== a.size_bytes) {
+          throw new Error(
+            `copy of ${a.name} differs from the manifest (${result.sizeBytes} bytes sha256 ${result.sha256})`,
+          );
+        }
+      }
+      await replica.put(manifestKey(b.id), await primary.get(manifestKey(b.id)));
+      await this.update(b.id, location, { status: 'complete', attempts: state.attempts + 1 });
+      this.metrics.replicaCopies.inc({ location, result: 'ok' });
+      this.logger.info({ backup: b.id, location }, 'replica copy completed from the primary');
+    } catch (err) {
+      const attempts = state.attempts + 1;
+      const wait = Math.min(this.intervalMs * 2 ** attempts, MAX_BACKOFF_MS);
+      await this.update(b.id, location, {
+        status: 'failed',
+        attempts,
+        error: errorMessage(err),
+        nextAttempt: new Date(Date.now() + wait).toISOString(),
+      });
+      this.metrics.replicaCopies.inc({ location, result: 'failed' });
+      this.logger.warn(
+        { backup: b.id, location, attempts, retryInS: wait / 1000, err: errorMessage(err) },
+        'replica copy failed',
+      );
+    }
+  }
+
+  /** Re-reads the entry (it may have changed, or gone) and writes the replica's new state. */
+  private async update(id: string, location: string, state: NonNullable<BackupRecord['replicas']>[string]) {
+    const fresh = await this.catalog.getBackup(id).catch(() => undefined);
+    if (!fresh || fresh.status !== 'complete') return;
+    fresh.replicas = { ...fresh.replicas, [location]: state };
+    await this.catalog.putBackup(fresh);
+  }
+
+  /** Stops the timer and waits for a pass in flight. Safe to call twice. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+}

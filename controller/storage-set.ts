@@ -1,0 +1,258 @@
+import { readFile } from 'node:fs/promises';
+import { PassThrough, Writable, type Readable } from 'node:stream';
+import type { EnvironmentConfig, StorageConfig } from '../shared/config.js';
+import { ConfigError, NotFoundError, errorMessage } from '../shared/errors.js';
+import type { PutResult, StorageBackend } from '../shared/storage/backend.js';
+import { LocalBackend } from '../shared/storage/local-backend.js';
+import { S3Backend } from '../shared/storage/s3-backend.js';
+
+/** What one replica made of a teed `put`. */
+export type ReplicaOutcome = { ok: true; result: PutResult } | { ok: false; error: string };
+
+/** A `put` to every location of an environment: the primary's result, and each replica's. */
+export interface ReplicatedPutResult extends PutResult {
+  replicas: Record<string, ReplicaOutcome>;
+}
+
+/**
+ * Opens a configured storage location.
+ *
+ * @throws ConfigError when an S3 secret cannot be read; the backends' own errors otherwise.
+ */
+export async function openStorage(cfg: StorageConfig): Promise<StorageBackend> {
+  if (cfg.type === 'local') return LocalBackend.open(cfg.name, cfg.path);
+  let secret: string | undefined;
+  if (cfg.secret_access_key_file) {
+    secret = (
+      await readFile(cfg.secret_access_key_file, 'utf8').catch((err: unknown) => {
+        throw new ConfigError(
+          `storage ${cfg.name}: cannot read secret_access_key_file ${cfg.secret_access_key_file}: ${errorMessage(err)}`,
+        );
+      })
+    ).split('\n')[0]!;
+  } else if (cfg.secret_access_key_env) {
+    secret = process.env[cfg.secret_access_key_env];
+    if (!secret) {
+      throw new ConfigError(
+        `storage ${cfg.name}: environment variable ${cfg.secret_access_key_env} is not set`,
+      );
+    }
+  }
+  return S3Backend.open({
+    name: cfg.name,
+    bucket: cfg.bucket,
+    prefix: cfg.prefix,
+    region: cfg.region,
+    endpoint: cfg.endpoint,
+    forcePathStyle: cfg.force_path_style,
+    ...(cfg.access_key_id && secret
+      ? { credentials: { accessKeyId: cfg.access_key_id, secretAccessKey: secret } }
+      : {}),
+    ...(cfg.server_side_encryption ? { serverSideEncryption: cfg.server_side_encryption } : {}),
+    ...(cfg.storage_class ? { storageClass: cfg.storage_class as never } : {}),
+  });
+}
+
+/**
+ * The storage locations of one environment: a primary and any number of
+ * replicas, behind the StorageBackend interface (a wrapper, in the manner of
+ * restic's backends).
+ *
+ * `put` writes every location **in one pass**: the source is read once and
+ * teed into each location's upload, with backpressure, so the slowest location
+ * sets the pace and memory stays bounded (one chunk per location in flight).
+ * The primary must succeed; a replica that fails is dropped from the tee (the
+ * others go on) and reported in the result, to be retried later from the
+ * primary copy. `get`, `stat` and `list` read the primary; `delete` and
+ * `deletePrefix` act on every location.
+ */
+export class ReplicatedStorage implements StorageBackend {
+  constructor(
+    readonly primary: StorageBackend,
+    readonly replicas: readonly StorageBackend[],
+  ) {}
+
+  get name(): string {
+    return this.primary.name;
+  }
+
+  /** Every location, primary first. */
+  get locations(): StorageBackend[] {
+    return [this.primary, ...this.replicas];
+  }
+
+  async put(key: string, data: Readable, opts: { signal?: AbortSignal } = {}): Promise<ReplicatedPutResult> {
+    if (this.replicas.length === 0) return { ...(await this.primary.put(key, data, opts)), replicas: {} };
+    const branches = this.locations.map((backend) => {
+      const pass = new PassThrough({ highWaterMark: 1024 * 1024 });
+      const state = { backend, pass, failed: false };
+      const done = backend.put(key, pass, opts).catch((err: unknown) => {
+        state.failed = true;
+        pass.destroy();
+        throw err;
+      });
+      done.catch(() => undefined);
+      return {
+        ...state,
+        done,
+        get live() {
+          return !state.failed;
+        },
+      };
+    });
+    const tee = new Writable({
+      highWaterMark: 1024 * 1024,
+      write(chunk: Buffer, _enc, cb) {
+        const waits: Array<Promise<void>> = [];
+        for (const b of branches) {
+          if (!b.live || b.pass.destroyed) continue;
+          if (!b.pass.write(chunk)) {
+            waits.push(
+              new Promise<void>((resolve) => {
+                const onDone = () => {
+                  b.pass.off('drain', onDone);
+                  b.pass.off('close', onDone);
+                  resolve();
+                };
+                b.pass.on('drain', onDone);
+                b.pass.on('close', onDone);
+              }),
+            );
+          }
+        }
+        if (waits.length === 0) cb();
+        else void Promise.all(waits).then(() => cb());
+      },
+      final(cb) {
+        for (const b of branches) if (!b.pass.destroyed) b.pass.end();
+        cb();
+      },
+      destroy(err, cb) {
+        for (const b of branches) b.pass.destroy(err ?? undefined);
+        cb(err);
+      },
+    });
+    data.on('error', (err) => tee.destroy(err));
+    data.pipe(tee);
+    const [primary, ...rest] = branches;
+    let primaryResult: PutResult;
+    try {
+      primaryResult = await primary!.done;
+    } catch (err) {
+      tee.destroy(err instanceof Error ? err : new Error(String(err)));
+      await Promise.allSettled(rest.map((r) => r.done));
+      throw err;
+    }
+    const replicas: Record<string, ReplicaOutcome> = {};
+    for (const r of rest) {
+      try {
+        const result = await r.done;
+        replicas[r.backend.name] =
+          result.sha256 === primaryResult.sha256 && result.sizeBytes === primaryResult.sizeBytes
+            ? { ok: true, result }
+            : {
+                ok: false,
+                error: `stored ${result.sizeBytes} bytes sha256 ${result.sha256}, not the primary's`,
+              };
+      } catch (err) {
+        replicas[r.backend.name] = { ok: false, error: errorMessage(err) };
+      }
+    }
+    return { ...primaryResult, replicas };
+  }
+
+  get(key: string): Promise<Readable> {
+    return this.primary.get(key);
+  }
+
+  stat(key: string): Promise<{ sizeBytes: number } | undefined> {
+    return this.primary.stat(key);
+  }
+
+  list(prefix: string): Promise<string[]> {
+    return this.primary.list(prefix);
+  }
+
+  async delete(key: string): Promise<void> {
+    await Promise.all(this.locations.map((l) => l.delete(key)));
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    const results = await Promise.allSettled(this.locations.map((l) => l.deletePrefix(prefix)));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** The backends are owned by the StorageSet. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Every configured storage location, opened once, and each environment's
+ * ReplicatedStorage: its `storage:` names (default: every location), the
+ * first being the primary.
+ */
+export class StorageSet {
+  private constructor(
+    private readonly backends: Map<string, StorageBackend>,
+    private readonly byEnv: Map<string, ReplicatedStorage>,
+    readonly defaultStorage: ReplicatedStorage,
+  ) {}
+
+  static async open(configs: StorageConfig[], environments: EnvironmentConfig[]): Promise<StorageSet> {
+    const backends = new Map<string, StorageBackend>();
+    try {
+      for (const c of configs) backends.set(c.name, await openStorage(c));
+    } catch (err) {
+      await Promise.allSettled([...backends.values()].map((b) => b.close()));
+      throw err;
+    }
+    const all = configs.map((c) => backends.get(c.name)!);
+    const set = new StorageSet(backends, new Map(), new ReplicatedStorage(all[0]!, all.slice(1)));
+    set.setEnvironments(environments);
+    return set;
+  }
+
+  /** Maps each environment to its locations (again, after a configuration reload). */
+  setEnvironments(environments: readonly EnvironmentConfig[]): void {
+    const names = [...this.backends.keys()];
+    this.byEnv.clear();
+    for (const env of environments) {
+      const use = env.storage?.length ? env.storage : names;
+      this.byEnv.set(
+        env.name,
+        new ReplicatedStorage(
+          this.backend(use[0]!),
+          use.slice(1).map((n) => this.backend(n)),
+        ),
+      );
+    }
+  }
+
+  /** The locations of an environment (the default set for one not configured any more). */
+  forEnvironment(name: string): ReplicatedStorage {
+    return this.byEnv.get(name) ?? this.defaultStorage;
+  }
+
+  /**
+   * A location by name.
+   *
+   * @throws NotFoundError for an unknown name.
+   */
+  backend(name: string): StorageBackend {
+    const b = this.backends.get(name);
+    if (!b) throw new NotFoundError(`storage "${name}" is not configured`);
+    return b;
+  }
+
+  /** Every location. */
+  all(): StorageBackend[] {
+    return [...this.backends.values()];
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.all().map((b) => b.close()));
+  }
+}

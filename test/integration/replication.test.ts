@@ -1,0 +1,157 @@
+/**
+ * Replicated copies for real: a local primary and an S3 replica (s3rver on
+ * loopback), the controller and an agent as processes. Each artifact is read
+ * once from the agent and written to both locations in the same pass; a
+ * restore falls back to the replica when the primary copy is gone or corrupt;
+ * a replica that fails during the pass leaves the primary complete and is
+ * copied again from it once it is back.
+ */
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { EnvsnapCluster } from '../helpers/envsnap.js';
+import { treeFingerprint } from '../helpers/fingerprints.js';
+import { S3_ACCESS_KEY, S3_SECRET_KEY, TestS3 } from '../helpers/s3.js';
+
+interface BackupGet {
+  id: string;
+  status: string;
+  restorable: boolean;
+  storage: string;
+  replicated: string;
+  replicas: Array<{ location: string; status: string; error: string | null }>;
+  artifacts: Array<{ name: string; size_bytes: number }>;
+}
+
+describe('replicated storage: local primary + S3 replica (s3rver)', function () {
+  this.timeout(180_000);
+  let work: string;
+  let tree: string;
+  let repo: string;
+  let s3: TestS3;
+  let cluster: EnvsnapCluster;
+
+  async function s3Keys(): Promise<string[]> {
+    const client = new S3Client({
+      endpoint: s3.endpoint,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: S3_ACCESS_KEY, secretAccessKey: S3_SECRET_KEY },
+    });
+    try {
+      const out = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'envsnap/' }));
+      return (out.Contents ?? []).map((o) => o.Key!).sort();
+    } finally {
+      client.destroy();
+    }
+  }
+
+  async function backup(id: string): Promise<BackupGet> {
+    return cluster.json<BackupGet>(['backup:get', id]);
+  }
+
+  before(async () => {
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    work = await mkdtemp(path.join(tmpdir(), 'envsnap-repl-'));
+    tree = path.join(work, 'files');
+    repo = path.join(work, 'repository');
+    await mkdir(path.join(tree, 'sub'), { recursive: true });
+    await writeFile(path.join(tree, 'a.txt'), 'alpha\n'.repeat(1000));
+    await writeFile(path.join(tree, 'sub', 'b.bin'), Buffer.alloc(300_000, 5));
+    s3 = await TestS3.start('envsnap-replica');
+    const secretFile = path.join(work, 's3.secret');
+    await writeFile(secretFile, S3_SECRET_KEY, { mode: 0o600 });
+    cluster = await EnvsnapCluster.start({
+      nodes: ['node-1'],
+      environments: [{ name: 'app', mounts: [{ name: 'files', node: 'node-1', path: tree }] }],
+      storage: [
+        { name: 'local', type: 'local', path: repo },
+        {
+          name: 'offsite',
+          type: 's3',
+          bucket: s3.bucket,
+          prefix: 'envsnap',
+          endpoint: s3.endpoint,
+          force_path_style: true,
+          access_key_id: S3_ACCESS_KEY,
+          secret_access_key_file: secretFile,
+        },
+      ],
+      controller: { replica_retry_interval: 1 },
+    });
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    await s3?.destroy();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  let first = '';
+
+  it('writes each artifact to both locations in one pass: the agent sends it once', async () => {
+    const r = await cluster.cli(['backup:create', '-e', 'app']);
+    assert.equal(r.code, 0, r.stderr);
+    first = /Backup ID: (\w+)/.exec(r.stdout)![1]!;
+    const b = await backup(first);
+    assert.equal(b.storage, 'local');
+    assert.equal(b.replicated, '2/2');
+    assert.deepEqual(
+      b.replicas.map((x) => [x.location, x.status]),
+      [['offsite', 'complete']],
+    );
+    const keys = await s3Keys();
+    for (const a of b.artifacts)
+      assert.ok(keys.includes(`envsnap/backups/${first}/${a.name}`), keys.join(','));
+    assert.ok(keys.includes(`envsnap/backups/${first}/manifest.json`), keys.join(','));
+    // The agent read and sent the artifact once: its byte counter holds one copy.
+    const metrics = await (
+      await fetch(`http://127.0.0.1:${cluster.agentMetricsPorts.get('node-1')}/metrics`)
+    ).text();
+    const sent = Number(/envsnap_agent_written_bytes_total\{kind="mount"\} (\d+)/.exec(metrics)?.[1]);
+    assert.equal(sent, b.artifacts[0]!.size_bytes);
+    const table = await cluster.cli(['backup:get', first]);
+    assert.match(table.stdout, /Replicated:\s+2\/2 \(primary local; offsite: complete\)/);
+  });
+
+  it('restores from the replica when the primary copy is gone, and says so', async () => {
+    const b = await backup(first);
+    const good = await treeFingerprint(tree);
+    await rm(path.join(repo, 'backups', first, b.artifacts[0]!.name));
+    await writeFile(path.join(tree, 'a.txt'), 'damaged');
+    const r = await cluster.cli(['backup:restore', first, '--yes']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /copy in "local" unusable: .*missing.*; restoring from replica "offsite"/);
+    assert.deepEqual(await treeFingerprint(tree), good);
+  });
+
+  it('a replica that fails during the pass leaves the backup complete from the primary, and is copied again once it is back', async () => {
+    await s3.stop();
+    const r = await cluster.cli(['backup:create', '-e', 'app']);
+    assert.equal(r.code, 0, r.stderr);
+    const id = /Backup ID: (\w+)/.exec(r.stdout)![1]!;
+    let b = await backup(id);
+    assert.equal(b.status, 'complete');
+    assert.equal(b.restorable, true);
+    assert.equal(b.replicated, '1/2');
+    assert.equal(b.replicas[0]!.status, 'failed');
+    assert.ok(b.replicas[0]!.error, 'the replica error is recorded');
+    await s3.start();
+    await cluster.waitFor(
+      async () => (await backup(id)).replicated === '2/2',
+      'the replica to be copied again from the primary',
+      60_000,
+    );
+    b = await backup(id);
+    const keys = await s3Keys();
+    for (const a of b.artifacts) assert.ok(keys.includes(`envsnap/backups/${id}/${a.name}`));
+  });
+
+  it('backup:delete removes the backup from every location', async () => {
+    const r = await cluster.cli(['backup:delete', first, '--yes']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!(await s3Keys()).some((k) => k.includes(first)));
+  });
+});
