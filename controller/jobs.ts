@@ -665,13 +665,14 @@ export class JobManager {
         );
         this.agents.cancelTask(task.taskId, `dump lock lost: ${reason}`);
         const next = order.find((n) => !tried.includes(n) && this.agents.isConnected(n));
+        // The lost holder may still be running (frozen, cut off): its lease is left to expire.
+        releaseLease = false;
         if (attempt >= this.dumpAttempts || !next) {
           throw new LeaseLostError(
             `${svc.kind} ${svc.name}: ${reason}; no node left to take over (tried ${tried.join(', ')}, dump_attempts ${this.dumpAttempts})`,
             { cause: err },
           );
         }
-        releaseLease = false;
         log('warn', `${svc.kind} ${svc.name} on ${task.nodeId}: ${reason}; waiting for its lease to end`);
         await this.locks.waitGone(key, lease.token, job.abort.signal);
         if (job.backupId) {
