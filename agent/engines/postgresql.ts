@@ -267,9 +267,16 @@ export class PostgresqlEngine implements Engine {
     const failures = [fed, rewrite, loaded, restored].filter((r) => r.status === 'rejected');
     const reason = (r: PromiseSettledResult<unknown> | undefined): unknown =>
       r?.status === 'rejected' ? (r.reason as unknown) : undefined;
+    // A pipe closed early (EPIPE, premature close) is the consequence of a tool that stopped, never the cause.
+    const isPipe = (r: PromiseSettledResult<unknown>): boolean =>
+      /EPIPE|ERR_STREAM_PREMATURE_CLOSE|ECONNRESET/.test(
+        String((reason(r) as NodeJS.ErrnoException | undefined)?.code ?? ''),
+      );
     if (failures.length > 0) {
       const own = failures.find(
-        (r) => !(reason(r) instanceof ToolFailedError) || !/SIGKILL|SIGPIPE/.test(errorMessage(reason(r))),
+        (r) =>
+          !isPipe(r) &&
+          (!(reason(r) instanceof ToolFailedError) || !/SIGKILL|SIGPIPE/.test(errorMessage(reason(r)))),
       );
       throw reason(own ?? failures[0]);
     }
