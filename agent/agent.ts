@@ -1,8 +1,9 @@
 import { hostname } from 'node:os';
+import { closeHttpServer, runShutdownSteps, type ShutdownStep } from '../shared/shutdown.js';
 import type { Server as HttpServer } from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
-import { formatAddress, loadAgentConfig, type AgentConfig } from '../shared/config.js';
+import { changedOptions, formatAddress, loadAgentConfig, type AgentConfig } from '../shared/config.js';
 import { errorMessage } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { startMetricsServer } from '../shared/metrics-server.js';
@@ -225,16 +226,12 @@ export class Agent {
       return false;
     }
     const cur = this.config;
-    const changed = (
-      [
-        ['agent.node_id', cur.nodeId, next.nodeId],
-        ['agent.controller', cur.controller, next.controller],
-        ['agent.work_dir', cur.workDir, next.workDir],
-        ['agent.metrics_listen', cur.metricsListen, next.metricsListen],
-      ] as Array<[string, unknown, unknown]>
-    )
-      .filter(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b))
-      .map(([n]) => n);
+    const changed = changedOptions([
+      ['agent.node_id', cur.nodeId, next.nodeId],
+      ['agent.controller', cur.controller, next.controller],
+      ['agent.work_dir', cur.workDir, next.workDir],
+      ['agent.metrics_listen', cur.metricsListen, next.metricsListen],
+    ]);
     if (changed.length > 0) {
       this.logger.error(
         { changed },
@@ -262,7 +259,7 @@ export class Agent {
 
   private async doStop(): Promise<void> {
     this.setState('DRAINING');
-    const steps: Array<[string, () => Promise<void> | void]> = [
+    const steps: ShutdownStep[] = [
       ['cancel reconnect', () => clearTimeout(this.reconnectTimer)],
       ['abort tasks', () => this.runner?.abortAll('the agent is shutting down')],
       ['resume quiesced sites', () => this.runner?.watchdog.close()],
@@ -276,21 +273,9 @@ export class Agent {
       ],
       ['close session', () => this.call?.end()],
       ['close client', () => this.client?.close()],
-      [
-        'stop metrics server',
-        () =>
-          new Promise<void>((resolve) =>
-            this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve(),
-          ),
-      ],
+      ['stop metrics server', () => closeHttpServer(this.metricsServer)],
     ];
-    for (const [name, step] of steps) {
-      try {
-        await step();
-      } catch (err) {
-        this.logger.error({ step: name, err: errorMessage(err) }, 'shutdown step failed');
-      }
-    }
+    await runShutdownSteps(steps, this.logger);
     this.setState('STOPPED');
   }
 }

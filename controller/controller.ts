@@ -1,7 +1,13 @@
 import type { Server as HttpServer } from 'node:http';
+import { closeHttpServer, runShutdownSteps, type ShutdownStep } from '../shared/shutdown.js';
 import { mkdir } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
-import { formatAddress, loadControllerConfig, type ControllerConfig } from '../shared/config.js';
+import {
+  changedOptions,
+  formatAddress,
+  loadControllerConfig,
+  type ControllerConfig,
+} from '../shared/config.js';
 import { errorMessage } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { startMetricsServer } from '../shared/metrics-server.js';
@@ -209,7 +215,6 @@ export class Controller {
       return false;
     }
     const cur = this.config;
-    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
     const restartOnly: Array<[string, unknown, unknown]> = [
       ['controller.listen', cur.listen, next.listen],
       ['controller.metrics_listen', cur.metricsListen, next.metricsListen],
@@ -220,7 +225,7 @@ export class Controller {
       ['controller.prune_schedule', cur.pruneSchedule, next.pruneSchedule],
       ['controller.verify_schedule', cur.verifySchedule, next.verifySchedule],
     ];
-    const changed = restartOnly.filter(([, a, b]) => !same(a, b)).map(([n]) => n);
+    const changed = changedOptions(restartOnly);
     if (changed.length > 0) {
       this.logger.error(
         { changed },
@@ -245,7 +250,7 @@ export class Controller {
 
   private async doStop(): Promise<void> {
     this.setState('DRAINING');
-    const steps: Array<[string, () => Promise<void> | void]> = [
+    const steps: ShutdownStep[] = [
       ['stop schedules', () => this.scheduler?.stop()],
       ['stop replication retries', () => this.replicator?.stop()],
       ['stop verification', () => this.verifier?.stop()],
@@ -267,23 +272,11 @@ export class Controller {
             });
           }),
       ],
-      [
-        'stop metrics server',
-        () =>
-          new Promise<void>((resolve) =>
-            this.metricsServer ? this.metricsServer.close(() => resolve()) : resolve(),
-          ),
-      ],
+      ['stop metrics server', () => closeHttpServer(this.metricsServer)],
       ['close catalog', () => this.catalog?.close()],
       ['close storage', () => this.storages?.close()],
     ];
-    for (const [name, step] of steps) {
-      try {
-        await step();
-      } catch (err) {
-        this.logger.error({ step: name, err: errorMessage(err) }, 'shutdown step failed');
-      }
-    }
+    await runShutdownSteps(steps, this.logger);
     this.setState('STOPPED');
   }
 }

@@ -1,4 +1,5 @@
 import type { EnvironmentConfig } from '../shared/config.js';
+import type { WirePruneDecision } from '../shared/wire.js';
 import { InvalidArgumentError, NotFoundError, NotRestorableError, errorMessage } from '../shared/errors.js';
 import { failpoint } from '../shared/failpoint.js';
 import type { Logger } from '../shared/logger.js';
@@ -24,15 +25,7 @@ export interface VerificationGate {
 }
 
 /** One backup's fate in a prune. */
-export interface PruneDecision {
-  backupId: string;
-  environment: string;
-  created: string;
-  tag: string;
-  keep: boolean;
-  /** The rules that keep it, or why it goes. */
-  reasons: string[];
-}
+export type PruneDecision = WirePruneDecision;
 
 /**
  * Applies retention: the manual backup limit before a backup, pruning after

@@ -1,4 +1,5 @@
 import cron, { type ScheduledTask } from 'node-cron';
+import type { WireSchedule } from '../shared/wire.js';
 import type { EnvironmentConfig, ScheduleConfig } from '../shared/config.js';
 import { errorMessage } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -8,17 +9,7 @@ import type { ControllerMetrics } from './metrics.js';
 import type { RetentionManager } from './retention-manager.js';
 
 /** A schedule as `schedule:list` shows it. */
-export interface ScheduleStatus {
-  environment: string;
-  cron: string;
-  timezone: string;
-  live: boolean;
-  nextRuns: string[];
-  lastRun: string;
-  lastResult: string;
-  lastBackupId: string;
-  lastError: string;
-}
+export type ScheduleStatus = WireSchedule;
 
 interface Entry {
   env: EnvironmentConfig;

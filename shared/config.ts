@@ -542,3 +542,13 @@ export async function cliControllerFromFile(file: string): Promise<string | unde
   const cfg = await loadConfigFile(file);
   return cfg.cli?.controller ?? cfg.agent?.controller ?? cfg.controller?.listen;
 }
+
+/**
+ * For a configuration reload: the names of the options, given as
+ * `[name, running value, new value]`, whose values differ (compared as JSON).
+ */
+export function changedOptions(
+  options: ReadonlyArray<[name: string, current: unknown, next: unknown]>,
+): string[] {
+  return options.filter(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b)).map(([name]) => name);
+}

@@ -233,3 +233,30 @@ export interface WireRepositoryReport {
   locations: Array<{ location: string; objects: number; backups: number }>;
   issues: WireRepositoryIssue[];
 }
+
+/** A schedule as `ListSchedules` returns it (`ScheduleInfo` in the proto). */
+export interface WireSchedule {
+  environment: string;
+  cron: string;
+  timezone: string;
+  live: boolean;
+  /** The next three run times, ISO 8601. */
+  nextRuns: string[];
+  /** When it last fired, ISO 8601; '' if never. */
+  lastRun: string;
+  /** started | complete | failed | skipped | missed; '' if never. */
+  lastResult: string;
+  lastBackupId: string;
+  lastError: string;
+}
+
+/** One backup's fate in a prune (`PruneDecision` in the proto). */
+export interface WirePruneDecision {
+  backupId: string;
+  environment: string;
+  created: string;
+  tag: string;
+  keep: boolean;
+  /** The rules that keep it, or why it goes. */
+  reasons: string[];
+}

@@ -1,15 +1,7 @@
 import type { Command } from 'commander';
 import type { Runner } from '../runner.js';
+import type { WirePruneDecision } from '../../../shared/wire.js';
 import { parseFormat, printList } from '../output.js';
-
-interface WirePruneDecision {
-  backupId: string;
-  environment: string;
-  created: string;
-  tag: string;
-  keep: boolean;
-  reasons: string[];
-}
 
 /**
  * `envsnap backup:prune [-e ENV] [--dry-run]`: applies retention now. Every

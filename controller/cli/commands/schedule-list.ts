@@ -1,18 +1,7 @@
 import type { Command } from 'commander';
 import type { Runner } from '../runner.js';
+import type { WireSchedule } from '../../../shared/wire.js';
 import { parseFormat, printList } from '../output.js';
-
-interface WireSchedule {
-  environment: string;
-  cron: string;
-  timezone: string;
-  live: boolean;
-  nextRuns: string[];
-  lastRun: string;
-  lastResult: string;
-  lastBackupId: string;
-  lastError: string;
-}
 
 /** `envsnap schedule:list`: each environment's schedules, next runs and last result. */
 export function register(program: Command, run: Runner): void {
