@@ -89,6 +89,7 @@ export class Agent {
       this.metrics,
       this.logger,
       this.config.encryptionKeyFile ? await loadEncryptionKey(this.config.encryptionKeyFile) : undefined,
+      this.config.storage,
     );
     if (this.config.metricsListen) {
       this.metricsServer = await startMetricsServer(this.metrics.registry, this.config.metricsListen);
@@ -243,6 +244,7 @@ export class Agent {
       concurrency: next.concurrency,
       compression: { zstdLevel: next.zstdLevel, zstdThreads: next.zstdThreads },
       encryption: key,
+      storage: next.storage,
     });
     this.logger.info({ concurrency: next.concurrency, encrypted: Boolean(key) }, 'configuration reloaded');
     return true;

@@ -4,7 +4,9 @@ import type * as grpc from '@grpc/grpc-js';
 import type { WireArtifact } from '../shared/wire.js';
 import { startCompressor, startDecompressor, type CompressionOptions } from './compression.js';
 import { SCHEME, checkKeyFor, startDecryptor, startEncryptor, type EncryptionKey } from './encryption.js';
-import { downloadArtifact, uploadArtifact, type UploadOutcome } from './transfer.js';
+import type { StorageBackend } from '../shared/storage/backend.js';
+import type { ArtifactSinks } from './artifact-sinks.js';
+import { downloadArtifact, downloadFromStorage, uploadArtifact, type UploadOutcome } from './transfer.js';
 
 /** Settles every promise, then rejects with the first failure (so none is left unhandled). */
 export async function allOrFirstError(
@@ -51,6 +53,12 @@ export async function compressAndUpload(opts: {
   encryption?: EncryptionKey;
   signal: AbortSignal;
   onBytes: (stored: number) => void;
+  /**
+   * The task's locations when some are written straight (s3): the stored
+   * bytes are teed to each in one pass. Absent: uploaded to the controller,
+   * which stores them in every location.
+   */
+  sinks?: ArtifactSinks;
 }): Promise<WireArtifact> {
   // Read the source before anything is awaited: a dump tool with a small output
   // may exit while the compressor starts, and Node drops the unread stdout of an
@@ -76,16 +84,23 @@ export async function compressAndUpload(opts: {
       pipeline(source, counter, comp.child.stdin!),
       comp.wait(),
       ...(enc ? [pipeline(comp.child.stdout!, enc.child.stdin!), enc.wait()] : []),
-      uploadArtifact(
-        opts.client,
-        {
-          backupId: opts.backupId,
-          taskId: opts.taskId,
-          artifact,
-          fencingToken: opts.fencingToken ?? 0,
-        },
-        (enc ?? comp).child.stdout!,
-        { rawBytes: () => raw, onBytes: opts.onBytes, signal: opts.signal },
+      (opts.sinks
+        ? opts.sinks.write(artifact, (enc ?? comp).child.stdout!, {
+            rawBytes: () => raw,
+            onBytes: opts.onBytes,
+            signal: opts.signal,
+          })
+        : uploadArtifact(
+            opts.client,
+            {
+              backupId: opts.backupId,
+              taskId: opts.taskId,
+              artifact,
+              fencingToken: opts.fencingToken ?? 0,
+            },
+            (enc ?? comp).child.stdout!,
+            { rawBytes: () => raw, onBytes: opts.onBytes, signal: opts.signal },
+          )
       ).then((r) => {
         stored = r;
       }),
@@ -114,6 +129,8 @@ export async function downloadAndApply(opts: {
   encryption?: EncryptionKey;
   signal: AbortSignal;
   onBytes: (n: number) => void;
+  /** Read straight from this location (an S3 bucket) and key instead of through the controller. */
+  direct?: { storage: StorageBackend; key: string };
 }): Promise<void> {
   checkKeyFor(opts.artifact, opts.encryption);
   const dec = await startDecompressor(opts.artifact.compression, opts.signal);
@@ -126,12 +143,23 @@ export async function downloadAndApply(opts: {
       opts.apply(raw),
       dec.wait(),
       ...(age ? [pipeline(age.child.stdout!, dec.child.stdin!), age.wait()] : []),
-      downloadArtifact(
-        opts.client,
-        { backupId: opts.backupId, taskId: opts.taskId, artifact: opts.artifact },
-        (age ?? dec).child.stdin!,
-        { onBytes: opts.onBytes, signal: opts.signal },
-      ),
+      opts.direct
+        ? downloadFromStorage(
+            opts.direct.storage,
+            opts.direct.key,
+            opts.artifact,
+            (age ?? dec).child.stdin!,
+            {
+              onBytes: opts.onBytes,
+              signal: opts.signal,
+            },
+          )
+        : downloadArtifact(
+            opts.client,
+            { backupId: opts.backupId, taskId: opts.taskId, artifact: opts.artifact },
+            (age ?? dec).child.stdin!,
+            { onBytes: opts.onBytes, signal: opts.signal },
+          ),
     ],
     () => {
       dec.kill();

@@ -15,6 +15,11 @@ import { QuiesceWatchdog, runHookCommands } from './hooks.js';
 import type { AgentMetrics } from './metrics.js';
 import { createMountArchive, extractMountArchive } from './mount-archive.js';
 import { resolveConnection } from './secrets.js';
+import type { StorageConfig } from '../shared/config.js';
+import type { StorageBackend } from '../shared/storage/backend.js';
+import { storedArtifactKey } from '../shared/storage/keys.js';
+import { openDirectTarget } from '../shared/storage/locations.js';
+import { ArtifactSinks } from './artifact-sinks.js';
 
 /** How the runner talks back to the controller. */
 export interface TaskReporter {
@@ -61,6 +66,11 @@ interface RunningTask {
   done: Promise<void>;
 }
 
+/** An engine's context plus a warning line for the activity log. */
+interface TaskContext extends EngineContext {
+  warn(message: string): void;
+}
+
 /** Progress is sent at most this often per artifact, milliseconds. */
 const PROGRESS_EVERY_MS = 500;
 
@@ -89,6 +99,8 @@ export class TaskRunner {
     private readonly logger: Logger,
     /** The agent's age key: artifacts are encrypted when set. */
     private encryption?: EncryptionKey,
+    /** The agent config's `storage:` entries: credentials for s3 locations written or read straight. */
+    private ownStorage: readonly StorageConfig[] = [],
   ) {
     this.slots = new Semaphore(concurrency);
     this.watchdog = new QuiesceWatchdog(logger, nodeId);
@@ -102,10 +114,65 @@ export class TaskRunner {
     concurrency: number;
     compression: CompressionOptions;
     encryption?: EncryptionKey;
+    storage?: readonly StorageConfig[];
   }): void {
     this.slots.limit = opts.concurrency;
     this.compression = opts.compression;
     this.encryption = opts.encryption;
+    if (opts.storage) this.ownStorage = opts.storage;
+  }
+
+  /**
+   * A backup task's locations, when some are written straight (s3): opened at
+   * task start, so that a node without credentials for the primary fails
+   * before it dumps anything. Undefined when everything goes through the controller.
+   */
+  private async openSinks(task: WireTask, ctx: TaskContext): Promise<ArtifactSinks | undefined> {
+    if (!ArtifactSinks.needed(task.storageTargets)) return undefined;
+    return ArtifactSinks.open({
+      client: this.client(),
+      backupId: task.backupId,
+      taskId: task.taskId,
+      fencingToken: task.fencingToken ?? 0,
+      targets: task.storageTargets!,
+      own: this.ownStorage,
+      nodeId: this.nodeId,
+      warn: (m) => ctx.warn(m),
+    });
+  }
+
+  /**
+   * Where a restore task reads each artifact straight (s3 locations the
+   * controller picked), opened once per location. A location this node
+   * cannot open is read through the controller instead, and the log says so.
+   */
+  private async directSources(
+    task: WireTask,
+    artifacts: readonly WireArtifact[],
+    ctx: TaskContext,
+    opened: Map<string, StorageBackend>,
+  ): Promise<Map<string, { storage: StorageBackend; key: string }>> {
+    const out = new Map<string, { storage: StorageBackend; key: string }>();
+    for (const src of task.artifactSources ?? []) {
+      const a = artifacts.find((x) => x.name === src.artifact);
+      if (!a || !src.location || src.location.kind !== 's3') continue;
+      let storage = opened.get(src.location.name);
+      if (!storage) {
+        try {
+          storage = await openDirectTarget(src.location, this.ownStorage, this.nodeId);
+          opened.set(src.location.name, storage);
+        } catch (err) {
+          ctx.warn(`${errorMessage(err)}; reading ${a.name} through the controller instead`);
+          continue;
+        }
+      }
+      ctx.log(`${a.name}: reading straight from storage "${src.location.name}"`);
+      out.set(a.name, {
+        storage,
+        key: storedArtifactKey(task.backupId, { name: a.name, key: a.key || undefined }),
+      });
+    }
+    return out;
   }
 
   /** The shortest lease among running tasks that hold a dump lock, ms; undefined when none does. */
@@ -190,7 +257,12 @@ export class TaskRunner {
     };
     try {
       await mkdir(scratch, { recursive: true, mode: 0o700 });
-      const ctx: EngineContext = { signal, workDir: scratch, log: (m) => log('info', m) };
+      const ctx: TaskContext = {
+        signal,
+        workDir: scratch,
+        log: (m) => log('info', m),
+        warn: (m) => log('warn', m),
+      };
       let artifacts: WireArtifact[] = [];
       let files: string[] = [];
       if (task.hook) await this.hook(task, ctx);
@@ -256,7 +328,7 @@ export class TaskRunner {
     task: WireTask,
     spec: WireServiceSpec,
     compression: string,
-    ctx: EngineContext,
+    ctx: TaskContext,
   ): Promise<WireArtifact[]> {
     const engine = engineFor(spec.kind as ServiceTarget['kind']);
     const service = await this.target(spec);
@@ -266,43 +338,49 @@ export class TaskRunner {
     // One failed artifact stops its siblings, with the first error as the task's reason.
     const siblings = new AbortController();
     ctx = { ...ctx, signal: AbortSignal.any([ctx.signal, siblings.signal]) };
-    await allOrFirstError(
-      units.map((unit) =>
-        this.slots.use(async () => {
-          ctx.signal.throwIfAborted();
-          const name = `${spec.name}/${unit.fileName}${SUFFIX[compression as CompressionName]}`;
-          const report = this.progress(task, name);
-          const dump = await engine.dump(service, unit, ctx);
-          const artifact = await compressAndUpload({
-            client: this.client(),
-            backupId: task.backupId,
-            taskId: task.taskId,
-            fencingToken: task.fencingToken ?? 0,
-            artifact: {
-              name,
-              service: spec.name,
-              kind: spec.kind,
-              node: this.nodeId,
-              database: unit.database,
-              format: unit.format,
-              compression,
-            },
-            source: dump.stdout,
-            sourceDone: dump.wait(),
-            stopSource: () => dump.kill(),
-            compression: this.compression,
-            encryption: this.encryption,
-            signal: ctx.signal,
-            onBytes: (n) => report(n),
-          });
-          report(artifact.sizeBytes, true);
-          this.metrics.bytesWritten.inc({ kind: spec.kind }, artifact.sizeBytes);
-          ctx.log(`${name}: ${artifact.rawBytes} bytes dumped, ${artifact.sizeBytes} stored`);
-          out.push(artifact);
-        }),
-      ),
-      () => siblings.abort(new TaskAbortedError('another artifact of this service failed')),
-    );
+    const sinks = await this.openSinks(task, ctx);
+    try {
+      await allOrFirstError(
+        units.map((unit) =>
+          this.slots.use(async () => {
+            ctx.signal.throwIfAborted();
+            const name = `${spec.name}/${unit.fileName}${SUFFIX[compression as CompressionName]}`;
+            const report = this.progress(task, name);
+            const dump = await engine.dump(service, unit, ctx);
+            const artifact = await compressAndUpload({
+              client: this.client(),
+              backupId: task.backupId,
+              taskId: task.taskId,
+              fencingToken: task.fencingToken ?? 0,
+              artifact: {
+                name,
+                service: spec.name,
+                kind: spec.kind,
+                node: this.nodeId,
+                database: unit.database,
+                format: unit.format,
+                compression,
+              },
+              source: dump.stdout,
+              sourceDone: dump.wait(),
+              stopSource: () => dump.kill(),
+              compression: this.compression,
+              encryption: this.encryption,
+              signal: ctx.signal,
+              onBytes: (n) => report(n),
+              sinks,
+            });
+            report(artifact.sizeBytes, true);
+            this.metrics.bytesWritten.inc({ kind: spec.kind }, artifact.sizeBytes);
+            ctx.log(`${name}: ${artifact.rawBytes} bytes dumped, ${artifact.sizeBytes} stored`);
+            out.push(artifact);
+          }),
+        ),
+        () => siblings.abort(new TaskAbortedError('another artifact of this service failed')),
+      );
+    } finally {
+      await sinks?.close();
+    }
     return out.sort((a, b) => a.name.localeCompare(b.name));
   }
 
@@ -388,45 +466,51 @@ export class TaskRunner {
     return files;
   }
 
-  private async backupMount(task: WireTask, ctx: EngineContext): Promise<WireArtifact> {
+  private async backupMount(task: WireTask, ctx: TaskContext): Promise<WireArtifact> {
     const { mount, compression } = task.backupMount!;
     const st = await stat(mount.path).catch(() => undefined);
     if (!st?.isDirectory())
       throw new InvalidArgumentError(
         `mount ${mount.name}: ${mount.path} is not a directory on ${this.nodeId}`,
       );
-    return this.slots.use(async () => {
-      const name = `${mount.name}/files.tar${SUFFIX[compression as CompressionName]}`;
-      const report = this.progress(task, name);
-      const archive = createMountArchive(mount.path, { exclude: mount.exclude, signal: ctx.signal });
-      const artifact = await compressAndUpload({
-        client: this.client(),
-        backupId: task.backupId,
-        taskId: task.taskId,
-        artifact: {
-          name,
-          service: mount.name,
-          kind: 'mount',
-          node: this.nodeId,
-          database: '',
-          format: 'tar',
-          compression,
-        },
-        source: archive.stream,
-        sourceDone: archive.done.then((d) => ctx.log(`${name}: ${d.entries} entries archived`)),
-        stopSource: () => archive.stream.destroy(),
-        compression: this.compression,
-        encryption: this.encryption,
-        signal: ctx.signal,
-        onBytes: (n) => report(n),
+    const sinks = await this.openSinks(task, ctx);
+    try {
+      return await this.slots.use(async () => {
+        const name = `${mount.name}/files.tar${SUFFIX[compression as CompressionName]}`;
+        const report = this.progress(task, name);
+        const archive = createMountArchive(mount.path, { exclude: mount.exclude, signal: ctx.signal });
+        const artifact = await compressAndUpload({
+          client: this.client(),
+          backupId: task.backupId,
+          taskId: task.taskId,
+          artifact: {
+            name,
+            service: mount.name,
+            kind: 'mount',
+            node: this.nodeId,
+            database: '',
+            format: 'tar',
+            compression,
+          },
+          source: archive.stream,
+          sourceDone: archive.done.then((d) => ctx.log(`${name}: ${d.entries} entries archived`)),
+          stopSource: () => archive.stream.destroy(),
+          compression: this.compression,
+          encryption: this.encryption,
+          signal: ctx.signal,
+          onBytes: (n) => report(n),
+          sinks,
+        });
+        report(artifact.sizeBytes, true);
+        this.metrics.bytesWritten.inc({ kind: 'mount' }, artifact.sizeBytes);
+        return artifact;
       });
-      report(artifact.sizeBytes, true);
-      this.metrics.bytesWritten.inc({ kind: 'mount' }, artifact.sizeBytes);
-      return artifact;
-    });
+    } finally {
+      await sinks?.close();
+    }
   }
 
-  private async restoreService(task: WireTask, ctx: EngineContext): Promise<void> {
+  private async restoreService(task: WireTask, ctx: TaskContext): Promise<void> {
     const { service: spec, artifacts } = task.restoreService!;
     const engine = engineFor(spec.kind as ServiceTarget['kind']);
     const service = await this.target(spec);
@@ -436,48 +520,60 @@ export class TaskRunner {
     );
     // Every artifact's key is checked before the first one touches the service.
     for (const a of ordered) checkKeyFor(a, this.encryption);
-    for (const a of ordered) {
-      ctx.signal.throwIfAborted();
-      const unit = unitOf(a);
-      const report = this.progress(task, a.name);
-      ctx.log(`${a.name}: restoring${unit.database ? ` database ${unit.database}` : ''}`);
-      await this.slots.use(() =>
-        downloadAndApply({
-          client: this.client(),
-          backupId: task.backupId,
-          taskId: task.taskId,
-          artifact: a,
-          apply: (raw) => engine.restore(service, unit, raw, ctx),
-          encryption: this.encryption,
-          signal: ctx.signal,
-          onBytes: (n) => report(n),
-        }),
-      );
-      report(Number(a.sizeBytes), true);
-      this.metrics.bytesRead.inc({ kind: spec.kind }, Number(a.sizeBytes));
+    const opened = new Map<string, StorageBackend>();
+    try {
+      const direct = await this.directSources(task, ordered, ctx, opened);
+      for (const a of ordered) {
+        ctx.signal.throwIfAborted();
+        const unit = unitOf(a);
+        const report = this.progress(task, a.name);
+        ctx.log(`${a.name}: restoring${unit.database ? ` database ${unit.database}` : ''}`);
+        await this.slots.use(() =>
+          downloadAndApply({
+            client: this.client(),
+            backupId: task.backupId,
+            taskId: task.taskId,
+            artifact: a,
+            apply: (raw) => engine.restore(service, unit, raw, ctx),
+            encryption: this.encryption,
+            signal: ctx.signal,
+            onBytes: (n) => report(n),
+            direct: direct.get(a.name),
+          }),
+        );
+        report(Number(a.sizeBytes), true);
+        this.metrics.bytesRead.inc({ kind: spec.kind }, Number(a.sizeBytes));
+      }
+    } finally {
+      await Promise.allSettled([...opened.values()].map((o) => o.close()));
     }
   }
 
-  private async restoreMount(task: WireTask, ctx: EngineContext): Promise<void> {
+  private async restoreMount(task: WireTask, ctx: TaskContext): Promise<void> {
     const { mount, artifact } = task.restoreMount!;
     checkKeyFor(artifact, this.encryption);
     await mkdir(mount.path, { recursive: true });
     const report = this.progress(task, artifact.name);
     let entries = 0;
-    await this.slots.use(() =>
-      downloadAndApply({
-        client: this.client(),
-        backupId: task.backupId,
-        taskId: task.taskId,
-        artifact,
-        apply: async (raw) => {
-          entries = (await extractMountArchive(raw, mount.path, { signal: ctx.signal })).entries;
-        },
-        encryption: this.encryption,
-        signal: ctx.signal,
-        onBytes: (n) => report(n),
-      }),
-    );
+    const opened = new Map<string, StorageBackend>();
+    const direct = await this.directSources(task, [artifact], ctx, opened);
+    await this.slots
+      .use(() =>
+        downloadAndApply({
+          client: this.client(),
+          backupId: task.backupId,
+          taskId: task.taskId,
+          artifact,
+          apply: async (raw) => {
+            entries = (await extractMountArchive(raw, mount.path, { signal: ctx.signal })).entries;
+          },
+          encryption: this.encryption,
+          signal: ctx.signal,
+          onBytes: (n) => report(n),
+          direct: direct.get(artifact.name),
+        }),
+      )
+      .finally(() => Promise.allSettled([...opened.values()].map((o) => o.close())));
     report(Number(artifact.sizeBytes), true);
     this.metrics.bytesRead.inc({ kind: 'mount' }, Number(artifact.sizeBytes));
     ctx.log(`${artifact.name}: ${entries} entries restored into ${mount.path}`);

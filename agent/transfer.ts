@@ -4,6 +4,7 @@ import type { Readable, Writable } from 'node:stream';
 import type * as grpc from '@grpc/grpc-js';
 import { ArtifactCorruptError } from '../shared/errors.js';
 import { CHUNK_BYTES } from '../shared/proto.js';
+import type { StorageBackend } from '../shared/storage/backend.js';
 import type { WireArtifact, WireUploadMessage } from '../shared/wire.js';
 
 /** Bytes gathered before one gRPC message is sent: fewer, larger messages cost less per byte. */
@@ -30,7 +31,16 @@ export async function uploadArtifact(
   client: grpc.Client,
   header: { backupId: string; taskId: string; artifact: Partial<WireArtifact>; fencingToken?: number },
   source: Readable,
-  opts: { rawBytes: () => number; onBytes?: (n: number) => void; signal?: AbortSignal },
+  opts: {
+    rawBytes: () => number;
+    onBytes?: (n: number) => void;
+    signal?: AbortSignal;
+    /**
+     * The size and SHA-256 already computed upstream (the one-pass tee of
+     * artifact-sinks.ts), read once `source` has ended; absent: computed here.
+     */
+    digest?: () => UploadOutcome;
+  },
 ): Promise<UploadOutcome> {
   const hash = createHash('sha256');
   let size = 0;
@@ -67,7 +77,7 @@ export async function uploadArtifact(
       }
     };
     for await (const chunk of source as AsyncIterable<Buffer>) {
-      hash.update(chunk);
+      if (!opts.digest) hash.update(chunk);
       size += chunk.length;
       pending.push(chunk);
       pendingBytes += chunk.length;
@@ -78,7 +88,7 @@ export async function uploadArtifact(
     }
     await flush();
     opts.onBytes?.(size);
-    const sha256 = hash.digest('hex');
+    const sha256 = opts.digest ? opts.digest().sha256 : hash.digest('hex');
     await write({ msg: 'trailer', trailer: { sizeBytes: size, sha256, rawBytes: opts.rawBytes() } });
     c.end();
     const stored = await result;
@@ -114,16 +124,49 @@ export async function downloadArtifact(
     client as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<{ data: Buffer }>>
   ).DownloadArtifact!.bind(client);
   const call = fn({ backupId: req.backupId, taskId: req.taskId, artifact: req.artifact.name });
+  async function* chunks(): AsyncGenerator<Buffer> {
+    for await (const msg of call as AsyncIterable<{ data: Buffer }>) yield msg.data;
+  }
+  await copyChecked(chunks(), () => call.cancel(), req.artifact, sink, opts);
+}
+
+/**
+ * Streams a stored artifact straight from a storage location (an S3 bucket)
+ * into `sink`, with the same checks as `downloadArtifact`.
+ *
+ * @throws NotFoundError when the object is missing; ArtifactCorruptError when the bytes differ from the manifest.
+ */
+export async function downloadFromStorage(
+  storage: StorageBackend,
+  key: string,
+  artifact: WireArtifact,
+  sink: Writable,
+  opts: { onBytes?: (n: number) => void; signal?: AbortSignal },
+): Promise<void> {
+  const body = await storage.get(key);
+  await copyChecked(body as AsyncIterable<Buffer>, () => body.destroy(), artifact, sink, opts);
+}
+
+/** Copies chunks into `sink` with backpressure, checking size and SHA-256 against the manifest; ends `sink`. */
+async function copyChecked(
+  source: AsyncIterable<Buffer>,
+  cancel: () => void,
+  artifact: WireArtifact,
+  sink: Writable,
+  opts: { onBytes?: (n: number) => void; signal?: AbortSignal },
+): Promise<void> {
+  const req = { artifact };
+  const call = { cancel };
   const onAbort = () => call.cancel();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   const hash = createHash('sha256');
   let size = 0;
   let lastReport = 0;
   try {
-    for await (const msg of call as AsyncIterable<{ data: Buffer }>) {
-      hash.update(msg.data);
-      size += msg.data.length;
-      if (!sink.write(msg.data)) await once(sink, 'drain');
+    for await (const data of source) {
+      hash.update(data);
+      size += data.length;
+      if (!sink.write(data)) await once(sink, 'drain');
       if (size - lastReport >= 4 * 1024 * 1024) {
         lastReport = size;
         opts.onBytes?.(size);

@@ -5,7 +5,6 @@ import { ArtifactCorruptError, InvalidArgumentError, errorMessage } from '../sha
 import { toServiceError } from '../shared/grpc-errors.js';
 import { checkId } from '../shared/ids.js';
 import type { Logger } from '../shared/logger.js';
-import { artifactKey } from '../shared/storage/keys.js';
 import type {
   BackupStatus,
   WireActivity,
@@ -15,6 +14,8 @@ import type {
   WireBackupVerification,
   WireControllerMessage,
   WireUploadMessage,
+  WireArtifact,
+  WireDirectCopy,
 } from '../shared/wire.js';
 import type { ActivityEvent, ActivityHub } from './activity-hub.js';
 import type { AgentRegistry } from './agent-registry.js';
@@ -278,7 +279,7 @@ export function createControllerHandlers(deps: {
             const h = msg.header;
             const name = h.artifact.name ?? '';
             const target = jobs.uploadTarget(h.backupId, h.taskId, name, Number(h.fencingToken ?? 0));
-            const key = artifactKey(h.backupId, name);
+            const key = target.key;
             const storage = target.storage;
             storage
               .put(key, data, { signal: target.signal })
@@ -295,6 +296,11 @@ export function createControllerHandlers(deps: {
                   throw new InvalidArgumentError(
                     `backup ${h.backupId} is no longer running; upload of ${name} discarded`,
                   );
+                }
+                // Artifact bytes the controller itself wrote, per location (direct copies never count here).
+                metrics.storagePutBytes.inc({ location: storage.primary.name }, result.sizeBytes);
+                for (const [loc, r] of Object.entries(result.replicas)) {
+                  if (r.ok) metrics.storagePutBytes.inc({ location: loc }, r.result.sizeBytes);
                 }
                 cb(null, { sizeBytes: result.sizeBytes, sha256: result.sha256 });
               })
@@ -338,7 +344,7 @@ export function createControllerHandlers(deps: {
       const run = async () => {
         const { backupId, artifact, taskId } = call.request;
         const src = jobs.downloadSource(checkId(backupId, 'backup'), taskId, artifact);
-        const stream = await src.storage.get(artifactKey(backupId, artifact));
+        const stream = await src.storage.get(src.key);
         let cancelled = false;
         call.on('cancelled', () => {
           cancelled = true;
@@ -355,6 +361,23 @@ export function createControllerHandlers(deps: {
       };
       run().catch((err: unknown) => call.emit('error', toServiceError(err)));
     },
+
+    CommitArtifact: unary(
+      (req: {
+        backupId: string;
+        taskId: string;
+        artifact: WireArtifact;
+        fencingToken: number;
+        copies: WireDirectCopy[];
+      }) =>
+        jobs.commitArtifact({ ...req, backupId: checkId(req.backupId, 'backup') }).catch((err: unknown) => {
+          logger.warn(
+            { backup: req.backupId, artifact: req.artifact?.name, err: errorMessage(err) },
+            'artifact commit refused',
+          );
+          throw err;
+        }),
+    ),
 
     GetInfo: unary((req: { nodeId: string }) => Promise.resolve(deps.info(req.nodeId))),
   };

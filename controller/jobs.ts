@@ -27,8 +27,14 @@ import {
   type Manifest,
 } from '../shared/manifest.js';
 import type { StorageBackend } from '../shared/storage/backend.js';
-import { artifactKey, backupPrefix, manifestKey } from '../shared/storage/keys.js';
-import type { WireArtifact, WireHookTask, WireTask } from '../shared/wire.js';
+import {
+  artifactKey,
+  attemptArtifactKey,
+  backupPrefix,
+  manifestKey,
+  storedArtifactKey,
+} from '../shared/storage/keys.js';
+import type { WireArtifact, WireDirectCopy, WireHookTask, WireTask } from '../shared/wire.js';
 import type { ActivityHub } from './activity-hub.js';
 import type { AgentRegistry, TaskOutcome } from './agent-registry.js';
 import type { ActivityRecord, BackupRecord, Catalog, LockRecord, ReplicaState } from './catalog.js';
@@ -36,7 +42,7 @@ import { lockKey, type LockManager } from './lock-manager.js';
 import type { ControllerMetrics } from './metrics.js';
 import { QuiescedSite, byNode } from './quiesce.js';
 import { mountSpec, serviceSpec } from './wire-specs.js';
-import type { ReplicatedPutResult, ReplicatedStorage, StorageSet } from './storage-set.js';
+import type { ReplicaOutcome, ReplicatedPutResult, ReplicatedStorage, StorageSet } from './storage-set.js';
 
 /** One unit of work for one agent within a job. */
 interface JobTask {
@@ -68,10 +74,17 @@ interface RunningJob {
   type: ActivityRecord['type'];
   abort: AbortController;
   tasks: Map<string, JobTask>;
-  /** Backups: what the controller itself measured for each uploaded artifact. */
-  uploads: Map<string, ReplicatedPutResult>;
+  /**
+   * Backups: each artifact's copies by location: what the controller itself
+   * stored (UploadArtifact), and the direct copies it checked (CommitArtifact).
+   */
+  uploads: Map<string, Map<string, ReplicaOutcome>>;
+  /** Backups: the storage key of each recorded artifact. */
+  keys: Map<string, string>;
   /** Restores: the location each artifact is read from (the first whose copy verified). */
   sources: Map<string, StorageBackend>;
+  /** Restores: the backup's artifacts by name. */
+  entries: Map<string, ArtifactEntry>;
   done: Promise<void>;
 }
 
@@ -311,7 +324,9 @@ export class JobManager {
       abort: new AbortController(),
       tasks: new Map(),
       uploads: new Map(),
+      keys: new Map(),
       sources: new Map(),
+      entries: new Map(),
       done: Promise.resolve(),
     };
     this.running.set(activity.id, job);
@@ -356,6 +371,7 @@ export class JobManager {
         `backup ${backup.id} of ${backup.environment} started (${backup.live ? 'live' : 'consistent'})`,
       );
       const outcomes = await this.runBackupTasks(job, env, backup, plan, tasks, compression, log);
+      const store = this.storages.forEnvironment(backup.environment);
       const artifacts: ArtifactEntry[] = [];
       const consistency = new Set<string>();
       for (const [i, { task, outcome }] of outcomes.entries()) {
@@ -367,13 +383,21 @@ export class JobManager {
               `artifact ${entry.name} does not belong to ${task.kind} ${task.name}`,
             );
           }
-          const stored = job.uploads.get(entry.name);
-          if (!stored) throw new ArtifactCorruptError(`artifact ${entry.name} was reported but never stored`);
+          const copy = job.uploads.get(entry.name)?.get(store.primary.name);
+          if (!copy) throw new ArtifactCorruptError(`artifact ${entry.name} was reported but never stored`);
+          if (!copy.ok) {
+            throw new ArtifactCorruptError(
+              `artifact ${entry.name}: primary copy in "${store.primary.name}" failed: ${copy.error}`,
+            );
+          }
+          const stored = copy.result;
           if (stored.sha256 !== entry.sha256 || stored.sizeBytes !== entry.size_bytes) {
             throw new ArtifactCorruptError(
               `artifact ${entry.name}: stored ${stored.sizeBytes} bytes sha256 ${stored.sha256}, agent reported ${entry.size_bytes} bytes sha256 ${entry.sha256}`,
             );
           }
+          const key = job.keys.get(entry.name);
+          if (key && key !== artifactKey(backup.id, entry.name)) entry.key = key;
           artifacts.push(entry);
         }
         const svc = plan[i]!.service;
@@ -394,12 +418,14 @@ export class JobManager {
         artifacts,
       };
       job.abort.signal.throwIfAborted();
-      const store = this.storages.forEnvironment(backup.environment);
       const manifestPut = await store.put(
         manifestKey(backup.id),
         Readable.from([Buffer.from(serializeManifest(manifest))]),
       );
-      const replicas = replicaStates(store, [...job.uploads.values(), manifestPut]);
+      const replicas = replicaStates(store, [
+        ...[...artifacts].map((a) => job.uploads.get(a.name)!),
+        putCopies(store, manifestPut),
+      ]);
       for (const [name, r] of Object.entries(replicas)) {
         if (r.status === 'failed')
           log('warn', `replica ${name} incomplete (${r.error}); it will be copied again from the primary`);
@@ -521,12 +547,14 @@ export class JobManager {
       !backup.live && QuiescedSite.needed(env)
         ? await QuiescedSite.quiesce(env, (node, hook) => this.runHook(job, node, hook), this.metrics, log)
         : undefined;
+    // With a location agents write straight (s3), every task is told all of them.
+    const storageTargets = this.storages.hasDirect(env.name) ? this.storages.targets(env.name) : [];
     try {
       return await this.firstFailure(
         job,
         plan.map((p, i) => {
           const first = tasks[i]!;
-          const base = { activityId: job.activity.id, backupId: backup.id };
+          const base = { activityId: job.activity.id, backupId: backup.id, storageTargets };
           if (p.service) {
             const spec = serviceSpec(p.service);
             return this.runLeased(job, env, p.service, first, 'backup', log, (t, token) => ({
@@ -832,6 +860,7 @@ export class JobManager {
       for (const a of backup.artifacts) {
         job.abort.signal.throwIfAborted();
         job.sources.set(a.name, await this.pickSource(backup, a, job.abort.signal, log));
+        job.entries.set(a.name, a);
       }
       log('info', 'every artifact matches its manifest size and SHA-256');
       await this.runAll(
@@ -839,11 +868,22 @@ export class JobManager {
         plan.map((p, i) => {
           const t = tasks[i]!;
           log('info', `${p.kind} ${p.name}: restoring on ${p.node}`);
+          // Copies in s3 locations are read straight from the bucket by the agent.
+          const names = p.restoreMount
+            ? [p.restoreMount.artifact.name]
+            : (p.restoreService?.artifacts ?? []).map((a) => a.name);
+          const artifactSources = names.flatMap((name) => {
+            const source = job.sources.get(name);
+            return source && this.storages.isDirect(source.name)
+              ? [{ artifact: name, location: this.storages.target(source.name) }]
+              : [];
+          });
           const work: WireTask = {
             taskId: t.taskId,
             activityId: job.activity.id,
             backupId: backup.id,
             ...(p.restoreMount ? { restoreMount: p.restoreMount } : { restoreService: p.restoreService }),
+            artifactSources,
           };
           return { task: t, work };
         }),
@@ -1040,7 +1080,7 @@ export class JobManager {
   ): Promise<void> {
     let stream: Readable;
     try {
-      stream = await storage.get(artifactKey(backupId, a.name));
+      stream = await storage.get(storedArtifactKey(backupId, a));
     } catch (err) {
       if (err instanceof NotFoundError) {
         throw new ArtifactCorruptError(`artifact ${a.name} is missing from storage "${storage.name}"`, {
@@ -1126,8 +1166,126 @@ export class JobManager {
   ): {
     signal: AbortSignal;
     storage: ReplicatedStorage;
+    /** The key to store the artifact under (the attempt's key when agents also write straight). */
+    key: string;
     record(result: ReplicatedPutResult): boolean;
   } {
+    const { job, task, key, current } = this.backupTask(backupId, taskId, artifactName, fencingToken);
+    const storage = this.storages.controllerSide(job.activity.environment);
+    if (!storage) {
+      throw new InvalidArgumentError(
+        `environment ${job.activity.environment} has no location the controller writes; the agent writes every copy straight`,
+      );
+    }
+    return {
+      signal: AbortSignal.any([job.abort.signal, task.abort.signal]),
+      storage,
+      key,
+      record: (result) => {
+        if (!current()) return false;
+        const copies = this.copiesOf(job, artifactName, key);
+        copies.set(storage.primary.name, { ok: true, result });
+        for (const [name, outcome] of Object.entries(result.replicas)) copies.set(name, outcome);
+        return true;
+      },
+    };
+  }
+
+  /**
+   * CommitArtifact: records the copies an agent wrote straight to S3
+   * locations, once the task is still running and still holds its dump lock
+   * (the fencing token is checked now, at completion: a stale holder's objects
+   * are never recorded and stay orphans for `repository:check --repair`).
+   * Each direct copy is checked with a HEAD: the object must exist under the
+   * attempt's key with the size the agent reported. The SHA-256 is the
+   * agent's, computed once as the bytes left it; like every copy's, it is
+   * re-read and checked by `backup:verify` and before any restore applies the
+   * artifact. A controller-side location the agent reports failed (its
+   * UploadArtifact branch broke) is recorded failed unless stored.
+   *
+   * @returns the copies' size and SHA-256 as recorded.
+   * @throws StaleFencingTokenError when the task's lease is gone or has another token.
+   * @throws NotFoundError when no running backup has this task.
+   * @throws InvalidArgumentError for a copy under another key or an unknown location.
+   */
+  async commitArtifact(req: {
+    backupId: string;
+    taskId: string;
+    artifact: WireArtifact;
+    fencingToken: number;
+    copies: WireDirectCopy[];
+  }): Promise<{ sizeBytes: number; sha256: string }> {
+    const name = req.artifact.name;
+    const { job, key, current } = this.backupTask(req.backupId, req.taskId, name, req.fencingToken);
+    const locations = new Set(
+      this.storages.forEnvironment(job.activity.environment).locations.map((l) => l.name),
+    );
+    const size = Number(req.artifact.sizeBytes);
+    const checked = new Map<string, ReplicaOutcome>();
+    for (const c of req.copies) {
+      if (!locations.has(c.location)) {
+        throw new InvalidArgumentError(
+          `storage "${c.location}" is not a location of ${job.activity.environment}`,
+        );
+      }
+      if (!this.storages.isDirect(c.location)) {
+        if (!c.ok) checked.set(c.location, { ok: false, error: c.error || 'not written' });
+        continue;
+      }
+      if (!c.ok) {
+        checked.set(c.location, { ok: false, error: c.error || 'not written' });
+        continue;
+      }
+      if (c.key !== key) {
+        throw new InvalidArgumentError(`copy of ${name} in "${c.location}" is under ${c.key}, not ${key}`);
+      }
+      const st = await this.storages
+        .backend(c.location)
+        .stat(key)
+        .catch((err: unknown) => ({ error: errorMessage(err) }));
+      const bad = !st
+        ? `object ${key} is not in "${c.location}"`
+        : 'error' in st
+          ? st.error
+          : st.sizeBytes !== size || Number(c.sizeBytes) !== size || c.sha256 !== req.artifact.sha256
+            ? `object ${key} in "${c.location}" holds ${st.sizeBytes} bytes (sha256 ${c.sha256}), the artifact ${size} bytes (sha256 ${req.artifact.sha256})`
+            : undefined;
+      checked.set(
+        c.location,
+        bad
+          ? { ok: false, error: bad }
+          : { ok: true, result: { sizeBytes: size, sha256: req.artifact.sha256 } },
+      );
+    }
+    if (!current()) {
+      throw new StaleFencingTokenError(
+        `backup ${req.backupId} task ${req.taskId} is no longer running or lost its dump lock; copies of ${name} discarded`,
+      );
+    }
+    const copies = this.copiesOf(job, name, key);
+    for (const [loc, outcome] of checked) {
+      // What the controller stored itself stands.
+      if (!outcome.ok && copies.get(loc)?.ok && !this.storages.isDirect(loc)) continue;
+      copies.set(loc, outcome);
+    }
+    return { sizeBytes: size, sha256: req.artifact.sha256 };
+  }
+
+  /**
+   * The running backup task an upload or commit is for, the key its artifact
+   * is stored under, and `current()`, false once the job or task ended or the
+   * task's dump lock moved on.
+   *
+   * @throws StaleFencingTokenError when the task's lease is gone or has another token.
+   * @throws NotFoundError when no running backup has this task.
+   * @throws InvalidArgumentError when the artifact is not the task's service's or mount's.
+   */
+  private backupTask(
+    backupId: string,
+    taskId: string,
+    artifactName: string,
+    fencingToken: number,
+  ): { job: RunningJob; task: JobTask; key: string; current: () => boolean } {
     const job = [...this.running.values()].find(
       (j) => j.backupId === backupId && j.type === 'backup.create' && j.tasks.has(taskId),
     );
@@ -1142,16 +1300,29 @@ export class JobManager {
       throw new InvalidArgumentError(`artifact ${artifactName} does not belong to ${task.kind} ${task.name}`);
     }
     const lock = task.lock;
+    // Unique per attempt only when agents write straight: there the controller cannot refuse bytes.
+    const token = lock && this.storages.hasDirect(job.activity.environment) ? lock.token : 0;
     return {
-      signal: AbortSignal.any([job.abort.signal, task.abort.signal]),
-      storage: this.storages.forEnvironment(job.activity.environment),
-      record: (result) => {
-        if (job.abort.signal.aborted || task.settled || task.abort.signal.aborted) return false;
-        if (lock && !this.locks.isCurrent(lock.key, lock.token)) return false;
-        job.uploads.set(artifactName, result);
-        return true;
-      },
+      job,
+      task,
+      key: attemptArtifactKey(backupId, artifactName, token),
+      current: () =>
+        !job.abort.signal.aborted &&
+        !task.settled &&
+        !task.abort.signal.aborted &&
+        (!lock || this.locks.isCurrent(lock.key, lock.token)),
     };
+  }
+
+  /** The per-location copies recorded for an artifact (a new key starts afresh). */
+  private copiesOf(job: RunningJob, name: string, key: string): Map<string, ReplicaOutcome> {
+    let copies = job.uploads.get(name);
+    if (!copies || job.keys.get(name) !== key) {
+      copies = new Map();
+      job.uploads.set(name, copies);
+      job.keys.set(name, key);
+    }
+    return copies;
   }
 
   /**
@@ -1163,7 +1334,7 @@ export class JobManager {
     backupId: string,
     taskId: string,
     artifactName: string,
-  ): { environment: string; signal: AbortSignal; storage: StorageBackend } {
+  ): { environment: string; signal: AbortSignal; storage: StorageBackend; key: string } {
     const job = [...this.running.values()].find(
       (j) => j.backupId === backupId && j.type === 'backup.restore' && j.tasks.has(taskId),
     );
@@ -1174,7 +1345,13 @@ export class JobManager {
     }
     const storage = job.sources.get(artifactName);
     if (!storage) throw new NotFoundError(`artifact ${artifactName} was not verified for this restore`);
-    return { environment: job.activity.environment, signal: job.abort.signal, storage };
+    const entry = job.entries.get(artifactName);
+    return {
+      environment: job.activity.environment,
+      signal: job.abort.signal,
+      storage,
+      key: entry ? storedArtifactKey(job.backupId, entry) : artifactKey(job.backupId, artifactName),
+    };
   }
 
   /** Number of backups and restores running now. */
@@ -1234,6 +1411,7 @@ export function toEntry(a: WireArtifact): ArtifactEntry {
     ...(a.encryption === 'age-x25519'
       ? { encryption: 'age-x25519' as const, key_fingerprint: a.keyFingerprint ?? '' }
       : {}),
+    ...(a.key ? { key: a.key } : {}),
   };
 }
 
@@ -1252,17 +1430,29 @@ export function toWire(a: ArtifactEntry): WireArtifact {
     rawBytes: a.raw_bytes,
     encryption: a.encryption ?? '',
     keyFingerprint: a.key_fingerprint ?? '',
+    key: a.key ?? '',
   };
+}
+
+/** A controller `put` to every location, as copies by location. */
+function putCopies(store: ReplicatedStorage, put: ReplicatedPutResult): Map<string, ReplicaOutcome> {
+  return new Map<string, ReplicaOutcome>([
+    [store.primary.name, { ok: true, result: put }],
+    ...Object.entries(put.replicas),
+  ]);
 }
 
 /**
  * Each replica's state after a backup's uploads: complete when every artifact
  * and the manifest were stored there intact, else failed with the first error.
  */
-function replicaStates(store: ReplicatedStorage, puts: ReplicatedPutResult[]): Record<string, ReplicaState> {
+function replicaStates(
+  store: ReplicatedStorage,
+  puts: Array<Map<string, ReplicaOutcome>>,
+): Record<string, ReplicaState> {
   const out: Record<string, ReplicaState> = {};
   for (const r of store.replicas) {
-    const bad = puts.map((p) => p.replicas[r.name]).find((o) => !o || !o.ok);
+    const bad = puts.map((p) => p.get(r.name)).find((o) => !o || !o.ok);
     out[r.name] = bad
       ? { status: 'failed', error: bad.ok ? 'not written' : bad.error, attempts: 0 }
       : { status: 'complete', attempts: 0 };

@@ -129,6 +129,12 @@ export class ControllerMetrics {
     labelNames: ['location', 'result'] as const,
     registers: [this.registry],
   });
+  readonly storagePutBytes = new Counter({
+    name: 'envsnap_storage_put_bytes_total',
+    help: 'Artifact bytes the controller itself stored (from UploadArtifact), by storage location; copies agents write straight to S3 are not counted.',
+    labelNames: ['location'] as const,
+    registers: [this.registry],
+  });
   readonly agentsConnected = new Gauge({
     name: 'envsnap_agents_connected',
     help: 'Agents with a live session to this controller.',

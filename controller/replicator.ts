@@ -1,6 +1,6 @@
 import { errorMessage } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { artifactKey, manifestKey } from '../shared/storage/keys.js';
+import { manifestKey, storedArtifactKey } from '../shared/storage/keys.js';
 import type { BackupRecord, Catalog } from './catalog.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { StorageSet } from './storage-set.js';
@@ -71,8 +71,8 @@ export class Replicator {
     try {
       for (const a of b.artifacts) {
         const result = await replica.put(
-          artifactKey(b.id, a.name),
-          await primary.get(artifactKey(b.id, a.name)),
+          storedArtifactKey(b.id, a),
+          await primary.get(storedArtifactKey(b.id, a)),
         );
         if (result.sha256 !== a.sha256 || result.sizeBytes !== a.size_bytes) {
           throw new Error(

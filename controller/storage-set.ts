@@ -1,10 +1,9 @@
-import { readFile } from 'node:fs/promises';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import type { EnvironmentConfig, StorageConfig } from '../shared/config.js';
-import { ConfigError, NotFoundError, errorMessage } from '../shared/errors.js';
+import { NotFoundError, errorMessage } from '../shared/errors.js';
 import type { PutResult, StorageBackend } from '../shared/storage/backend.js';
-import { LocalBackend } from '../shared/storage/local-backend.js';
-import { S3Backend } from '../shared/storage/s3-backend.js';
+import { openStorage, storageTarget } from '../shared/storage/locations.js';
+import type { WireStorageTarget } from '../shared/wire.js';
 
 /** What one replica made of a teed `put`. */
 export type ReplicaOutcome = { ok: true; result: PutResult } | { ok: false; error: string };
@@ -12,45 +11,6 @@ export type ReplicaOutcome = { ok: true; result: PutResult } | { ok: false; erro
 /** A `put` to every location of an environment: the primary's result, and each replica's. */
 export interface ReplicatedPutResult extends PutResult {
   replicas: Record<string, ReplicaOutcome>;
-}
-
-/**
- * Opens a configured storage location.
- *
- * @throws ConfigError when an S3 secret cannot be read; the backends' own errors otherwise.
- */
-export async function openStorage(cfg: StorageConfig): Promise<StorageBackend> {
-  if (cfg.type === 'local') return LocalBackend.open(cfg.name, cfg.path);
-  let secret: string | undefined;
-  if (cfg.secret_access_key_file) {
-    secret = (
-      await readFile(cfg.secret_access_key_file, 'utf8').catch((err: unknown) => {
-        throw new ConfigError(
-          `storage ${cfg.name}: cannot read secret_access_key_file ${cfg.secret_access_key_file}: ${errorMessage(err)}`,
-        );
-      })
-    ).split('\n')[0]!;
-  } else if (cfg.secret_access_key_env) {
-    secret = process.env[cfg.secret_access_key_env];
-    if (!secret) {
-      throw new ConfigError(
-        `storage ${cfg.name}: environment variable ${cfg.secret_access_key_env} is not set`,
-      );
-    }
-  }
-  return S3Backend.open({
-    name: cfg.name,
-    bucket: cfg.bucket,
-    prefix: cfg.prefix,
-    region: cfg.region,
-    endpoint: cfg.endpoint,
-    forcePathStyle: cfg.force_path_style,
-    ...(cfg.access_key_id && secret
-      ? { credentials: { accessKeyId: cfg.access_key_id, secretAccessKey: secret } }
-      : {}),
-    ...(cfg.server_side_encryption ? { serverSideEncryption: cfg.server_side_encryption } : {}),
-    ...(cfg.storage_class ? { storageClass: cfg.storage_class as never } : {}),
-  });
 }
 
 /**
@@ -195,6 +155,9 @@ export class ReplicatedStorage implements StorageBackend {
  * first being the primary.
  */
 export class StorageSet {
+  /** Each location's config, by name. */
+  private readonly configs = new Map<string, StorageConfig>();
+
   private constructor(
     private readonly backends: Map<string, StorageBackend>,
     private readonly byEnv: Map<string, ReplicatedStorage>,
@@ -211,6 +174,7 @@ export class StorageSet {
     }
     const all = configs.map((c) => backends.get(c.name)!);
     const set = new StorageSet(backends, new Map(), new ReplicatedStorage(all[0]!, all.slice(1)));
+    for (const c of configs) set.configs.set(c.name, c);
     set.setEnvironments(environments);
     return set;
   }
@@ -234,6 +198,43 @@ export class StorageSet {
   /** The locations of an environment (the default set for one not configured any more). */
   forEnvironment(name: string): ReplicatedStorage {
     return this.byEnv.get(name) ?? this.defaultStorage;
+  }
+
+  /**
+   * Whether agents write a location straight (s3) rather than through the
+   * controller's UploadArtifact (local directories, which live on the controller).
+   */
+  isDirect(name: string): boolean {
+    return this.configs.get(name)?.type === 's3';
+  }
+
+  /** Whether any location of the environment is written straight by the agents. */
+  hasDirect(envName: string): boolean {
+    return this.forEnvironment(envName).locations.some((l) => this.isDirect(l.name));
+  }
+
+  /** The environment's locations as a task describes them to an agent, primary first (no credentials). */
+  targets(envName: string): WireStorageTarget[] {
+    return this.forEnvironment(envName).locations.map((l, i) =>
+      storageTarget(this.configs.get(l.name)!, i === 0),
+    );
+  }
+
+  /**
+   * The environment's controller-side locations (not written straight by
+   * agents), as one tee for the UploadArtifact handler: the environment's
+   * primary first when it is one of them; undefined when there is none.
+   */
+  controllerSide(envName: string): ReplicatedStorage | undefined {
+    const side = this.forEnvironment(envName).locations.filter((l) => !this.isDirect(l.name));
+    return side.length ? new ReplicatedStorage(side[0]!, side.slice(1)) : undefined;
+  }
+
+  /** A location as a task describes it to an agent (restores read s3 ones straight). */
+  target(name: string): WireStorageTarget {
+    const cfg = this.configs.get(name);
+    if (!cfg) throw new NotFoundError(`storage "${name}" is not configured`);
+    return storageTarget(cfg, false);
   }
 
   /**

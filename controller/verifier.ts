@@ -4,7 +4,7 @@ import { InvalidArgumentError, NotFoundError, errorMessage } from '../shared/err
 import type { Logger } from '../shared/logger.js';
 import { parseManifest } from '../shared/manifest.js';
 import type { StorageBackend } from '../shared/storage/backend.js';
-import { artifactKey, backupPrefix, manifestKey } from '../shared/storage/keys.js';
+import { backupPrefix, manifestKey, storedArtifactKey } from '../shared/storage/keys.js';
 import type {
   BackupRecord,
   Catalog,
@@ -326,7 +326,7 @@ export class Verifier implements VerificationGate {
     const artifacts = [...backup.artifacts].sort((a, b) => a.name.localeCompare(b.name));
     for (const a of artifacts) {
       objects.push(
-        await this.checkObject(storage, artifactKey(backup.id, a.name), a.name, a.size_bytes, a.sha256),
+        await this.checkObject(storage, storedArtifactKey(backup.id, a), a.name, a.size_bytes, a.sha256),
       );
     }
     objects.push(await this.checkManifest(storage, backup));
@@ -548,7 +548,7 @@ export class Verifier implements VerificationGate {
         if (b.status === 'pending' || b.status === 'in_progress' || b.status === 'expiring') continue;
         const expected = new Set<string>();
         if (b.status === 'complete' && this.locationsOf(b).includes(location)) {
-          for (const a of b.artifacts) expected.add(artifactKey(b.id, a.name));
+          for (const a of b.artifacts) expected.add(storedArtifactKey(b.id, a));
           expected.add(manifestKey(b.id));
         }
         for (const key of group) {
@@ -572,7 +572,7 @@ export class Verifier implements VerificationGate {
         const objects: ObjectCheck[] = [];
         // The manifest's size is not in the catalog: only its presence is checked.
         const wanted: Array<{ name: string; key: string; size?: number }> = [
-          ...b.artifacts.map((a) => ({ name: a.name, key: artifactKey(b.id, a.name), size: a.size_bytes })),
+          ...b.artifacts.map((a) => ({ name: a.name, key: storedArtifactKey(b.id, a), size: a.size_bytes })),
           { name: MANIFEST_NAME, key: manifestKey(b.id) },
         ];
         for (const w of wanted) {

@@ -394,6 +394,13 @@ export interface AgentConfig {
   zstdThreads: number;
   /** age identity file; undefined: artifacts are not encrypted. */
   encryptionKeyFile: string | undefined;
+  /**
+   * The file's `storage:` entries: for s3 locations the controller tells it
+   * to write or read straight, the agent takes the credentials of the entry of
+   * the same name (else the standard AWS chain). Bucket and options come from
+   * the controller's task.
+   */
+  storage: StorageConfig[];
 }
 
 /** Parses `host:port` or `[v6]:port`; undefined when malformed. */
@@ -534,6 +541,7 @@ export async function loadAgentConfig(file: string): Promise<AgentConfig> {
     zstdLevel: a.zstd_level,
     zstdThreads: a.zstd_threads,
     encryptionKeyFile: a.encryption_key_file,
+    storage: cfg.storage ?? [],
   };
 }
 

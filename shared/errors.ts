@@ -28,6 +28,7 @@ export const ErrorCode = {
   STALE_FENCING_TOKEN: 'stale_fencing_token',
   HOOK_FAILED: 'hook_failed',
   ENCRYPTION_KEY: 'encryption_key',
+  STORAGE_UNAVAILABLE: 'storage_unavailable',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -151,6 +152,17 @@ export class TaskAbortedError extends EnvsnapError {
 export class SecretUnavailableError extends EnvsnapError {
   constructor(message: string, options?: { cause?: unknown; hint?: string }) {
     super(ErrorCode.SECRET_UNAVAILABLE, message, options);
+  }
+}
+
+/**
+ * Thrown when an agent cannot open a storage location it must write to or
+ * read from straight (an S3 bucket): no credentials for it, access denied, or
+ * the bucket unreachable. The message names the location and the node.
+ */
+export class StorageUnavailableError extends EnvsnapError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(ErrorCode.STORAGE_UNAVAILABLE, message, options);
   }
 }
 

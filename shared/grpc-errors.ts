@@ -4,6 +4,7 @@ import { EnvsnapError, ErrorCode, errorMessage } from './errors.js';
 const STATUS: Record<ErrorCode, grpc.status> = {
   [ErrorCode.CONFIG_INVALID]: grpc.status.FAILED_PRECONDITION,
   [ErrorCode.CONFIG_UNREADABLE]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCode.STORAGE_UNAVAILABLE]: grpc.status.UNAVAILABLE,
   [ErrorCode.NOT_FOUND]: grpc.status.NOT_FOUND,
   [ErrorCode.INVALID_ARGUMENT]: grpc.status.INVALID_ARGUMENT,
   [ErrorCode.ENVIRONMENT_INACTIVE]: grpc.status.FAILED_PRECONDITION,

@@ -44,6 +44,13 @@ export interface ArtifactEntry {
   encryption?: 'age-x25519';
   /** First 16 hex digits of the SHA-256 of the age recipient (public key); the key itself is never stored. */
   key_fingerprint?: string;
+  /**
+   * The storage key of the artifact in every location, when it is not the
+   * canonical `backups/<id>/<name>`: a dump under a dump lock written straight
+   * to S3 by the agent is stored under its attempt's key (see
+   * `attemptArtifactKey` in shared/storage/keys.ts).
+   */
+  key?: string;
 }
 
 export interface Manifest {
@@ -98,6 +105,9 @@ export function checkArtifactEntry(a: ArtifactEntry): void {
     throw new InvalidArgumentError(`invalid artifact name "${a.name}"`);
   }
   if (!SHA256.test(a.sha256)) throw new InvalidArgumentError(`artifact ${a.name}: invalid sha256`);
+  if (a.key !== undefined && !a.key.startsWith('backups/')) {
+    throw new InvalidArgumentError(`artifact ${a.name}: invalid key "${a.key}"`);
+  }
   if (!Number.isSafeInteger(a.size_bytes) || a.size_bytes < 0) {
     throw new InvalidArgumentError(`artifact ${a.name}: invalid size_bytes`);
   }

@@ -23,6 +23,35 @@ export interface WireArtifact {
   /** '' (none) or 'age-x25519'. */
   encryption?: string;
   keyFingerprint?: string;
+  /** Storage key when not the canonical `backups/<id>/<name>` ('' = canonical). */
+  key?: string;
+}
+
+/** Where an agent writes (backups) or reads (restores) an artifact: `StorageTarget` in the proto. */
+export interface WireStorageTarget {
+  name: string;
+  /** local (through the controller) | s3 (straight to the bucket) */
+  kind: string;
+  primary: boolean;
+  s3?: {
+    bucket: string;
+    prefix: string;
+    region: string;
+    endpoint: string;
+    forcePathStyle: boolean;
+    serverSideEncryption: string;
+    storageClass: string;
+  } | null;
+}
+
+/** One location's copy of an artifact written straight by the agent (`DirectCopy` in the proto). */
+export interface WireDirectCopy {
+  location: string;
+  ok: boolean;
+  error: string;
+  key: string;
+  sizeBytes: number;
+  sha256: string;
 }
 
 export interface WireBackup {
@@ -147,6 +176,10 @@ export interface WireTask {
   backupMount?: { mount: WireMountSpec; compression: string };
   restoreService?: { service: WireServiceSpec; artifacts: WireArtifact[] };
   restoreMount?: { mount: WireMountSpec; artifact: WireArtifact };
+  /** Backups: every location of the environment, primary first (absent from older controllers). */
+  storageTargets?: WireStorageTarget[];
+  /** Restores: artifacts to read straight from an S3 location instead of through the controller. */
+  artifactSources?: Array<{ artifact: string; location: WireStorageTarget | null }>;
 }
 
 export type WireAgentMessage =
