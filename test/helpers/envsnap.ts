@@ -114,6 +114,8 @@ export class EnvsnapCluster {
     agent?: Record<string, unknown>;
     /** The controller's `storage:` section (default: the local repository under the state directory). */
     storage?: Array<Record<string, unknown>>;
+    /** Per node: a `storage:` section for its agent's config (credentials of s3 locations it writes straight). */
+    agentStorage?: Record<string, Array<Record<string, unknown>>>;
   }): Promise<EnvsnapCluster> {
     const dir = await mkdtemp(path.join(tmpdir(), 'envsnap-e2e-'));
     const c = new EnvsnapCluster(dir, opts.nodes, opts.environments);
@@ -148,6 +150,7 @@ export class EnvsnapCluster {
             work_dir: path.join(dir, `work-${node}`),
             ...opts.agent,
           },
+          ...(opts.agentStorage?.[node] ? { storage: opts.agentStorage[node] } : {}),
         }),
       );
     }

@@ -1,13 +1,19 @@
 /**
  * Replicated copies for real: a local primary and an S3 replica (s3rver on
- * loopback), the controller and an agent as processes. Each artifact is read
- * once from the agent and written to both locations in the same pass; a
- * restore falls back to the replica when the primary copy is gone or corrupt;
- * a replica that fails during the pass leaves the primary complete and is
- * copied again from it once it is back.
+ * loopback), the controller and agents as processes. Each artifact is read
+ * once on the agent and written to both locations in the same pass: the local
+ * copy through the controller, the S3 copy straight from the agent to the
+ * bucket. A restore falls back to the replica when the primary copy is gone or
+ * corrupt, reading it straight from S3; a replica that fails during the pass
+ * (down before it, or its connection cut in the middle) leaves the primary
+ * complete and is copied again from it once it is back. An S3 primary with a
+ * local replica works the same way round; an agent without credentials for
+ * an S3 primary fails the backup with a clear error.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
@@ -25,13 +31,90 @@ interface BackupGet {
   artifacts: Array<{ name: string; size_bytes: number }>;
 }
 
+/**
+ * A TCP proxy in front of s3rver that can cut every connection once a number
+ * of request bytes went through, and refuse new ones until healed: an S3
+ * endpoint failing in the middle of an upload.
+ */
+class CuttingProxy {
+  private readonly sockets = new Set<net.Socket>();
+  private cutAfter = Infinity;
+  private forwarded = 0;
+  cut = false;
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  static async start(target: () => number): Promise<CuttingProxy> {
+    let proxy: CuttingProxy | undefined;
+    const server = net.createServer((client) => proxy!.accept(client, target()));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    proxy = new CuttingProxy(server, (server.address() as net.AddressInfo).port);
+    return proxy;
+  }
+
+  private accept(client: net.Socket, port: number): void {
+    if (this.cut) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(port, '127.0.0.1');
+    this.sockets.add(client).add(upstream);
+    for (const s of [client, upstream]) {
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        this.sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.on('data', (chunk: Buffer) => {
+      this.forwarded += chunk.length;
+      if (this.forwarded > this.cutAfter) {
+        this.cut = true;
+        for (const s of this.sockets) s.destroy();
+        return;
+      }
+      upstream.write(chunk);
+    });
+    upstream.pipe(client);
+  }
+
+  /** Cuts everything once `bytes` more request bytes have gone through. */
+  armAfter(bytes: number): void {
+    this.forwarded = 0;
+    this.cutAfter = bytes;
+  }
+
+  heal(): void {
+    this.cut = false;
+    this.cutAfter = Infinity;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
 describe('replicated storage: local primary + S3 replica (s3rver)', function () {
   this.timeout(180_000);
   let work: string;
   let tree: string;
+  let tree2: string;
+  let bigTree: string;
   let repo: string;
   let s3: TestS3;
+  let proxy: CuttingProxy;
   let cluster: EnvsnapCluster;
+
+  /** The controller's counter of artifact bytes it stored itself, per location. */
+  async function controllerPutBytes(location: string): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${cluster.metricsPort}/metrics`)).text();
+    const m = new RegExp(`envsnap_storage_put_bytes_total\\{location="${location}"\\} (\\d+)`).exec(text);
+    return m ? Number(m[1]) : 0;
+  }
 
   async function s3Keys(): Promise<string[]> {
     const client = new S3Client({
@@ -60,38 +143,76 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     await mkdir(path.join(tree, 'sub'), { recursive: true });
     await writeFile(path.join(tree, 'a.txt'), 'alpha\n'.repeat(1000));
     await writeFile(path.join(tree, 'sub', 'b.bin'), Buffer.alloc(300_000, 5));
+    tree2 = path.join(work, 'files2');
+    await mkdir(tree2, { recursive: true });
+    await writeFile(path.join(tree2, 'c.txt'), 'gamma\n'.repeat(5000));
+    // Incompressible, larger than one 5 MiB part: the S3 upload is still going when it is cut.
+    bigTree = path.join(work, 'big');
+    await mkdir(bigTree, { recursive: true });
+    await writeFile(path.join(bigTree, 'noise.bin'), randomBytes(12 * 1024 * 1024));
     s3 = await TestS3.start('envsnap-replica');
+    proxy = await CuttingProxy.start(() => s3.port);
     const secretFile = path.join(work, 's3.secret');
     await writeFile(secretFile, S3_SECRET_KEY, { mode: 0o600 });
+    const s3Location = (name: string, prefix: string, endpoint: string) => ({
+      name,
+      type: 's3',
+      bucket: s3.bucket,
+      prefix,
+      endpoint,
+      force_path_style: true,
+      access_key_id: S3_ACCESS_KEY,
+      secret_access_key_file: secretFile,
+    });
+    const storage = [
+      { name: 'local', type: 'local', path: repo },
+      s3Location('offsite', 'envsnap', s3.endpoint),
+      s3Location('flaky', 'flaky', `http://127.0.0.1:${proxy.port}`),
+    ];
+    // No AWS credentials anywhere but the agents' own configs (and no instance metadata to ask).
+    process.env.AWS_EC2_METADATA_DISABLED = 'true';
     cluster = await EnvsnapCluster.start({
-      nodes: ['node-1'],
-      environments: [{ name: 'app', mounts: [{ name: 'files', node: 'node-1', path: tree }] }],
-      storage: [
-        { name: 'local', type: 'local', path: repo },
+      nodes: ['node-1', 'node-2'],
+      environments: [
         {
-          name: 'offsite',
-          type: 's3',
-          bucket: s3.bucket,
-          prefix: 'envsnap',
-          endpoint: s3.endpoint,
-          force_path_style: true,
-          access_key_id: S3_ACCESS_KEY,
-          secret_access_key_file: secretFile,
+          name: 'app',
+          mounts: [{ name: 'files', node: 'node-1', path: tree }],
+          storage: ['local', 'offsite'],
+        },
+        {
+          name: 's3first',
+          mounts: [{ name: 'files', node: 'node-1', path: tree2 }],
+          storage: ['offsite', 'local'],
+        },
+        {
+          name: 'big',
+          mounts: [{ name: 'files', node: 'node-1', path: bigTree }],
+          storage: ['local', 'flaky'],
+        },
+        // node-2's agent has no credentials for the S3 primary.
+        {
+          name: 'nocreds',
+          mounts: [{ name: 'files', node: 'node-2', path: tree2 }],
+          storage: ['offsite', 'local'],
         },
       ],
+      storage,
+      // The agent declares the same locations: it uses their credentials, the controller's task says where.
+      agentStorage: { 'node-1': storage },
       controller: { replica_retry_interval: 1 },
     });
   });
 
   after(async () => {
     await cluster?.stop();
+    await proxy?.close();
     await s3?.destroy();
     await rm(work, { recursive: true, force: true });
   });
 
   let first = '';
 
-  it('writes each artifact to both locations in one pass: the agent sends it once', async () => {
+  it('writes each artifact to both locations in one pass: the agent sends it once, the S3 copy straight to the bucket', async () => {
     const r = await cluster.cli(['backup:create', '-e', 'app']);
     assert.equal(r.code, 0, r.stderr);
     first = /Backup ID: (\w+)/.exec(r.stdout)![1]!;
@@ -114,6 +235,17 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     assert.equal(sent, b.artifacts[0]!.size_bytes);
     const table = await cluster.cli(['backup:get', first]);
     assert.match(table.stdout, /Replicated:\s+2\/2 \(primary local; offsite: complete\)/);
+    // The controller stored the local copy itself; the S3 copy's bytes never passed through it.
+    assert.equal(await controllerPutBytes('local'), b.artifacts[0]!.size_bytes);
+    assert.equal(await controllerPutBytes('offsite'), 0);
+    // The S3 copy is complete and verified.
+    const v = await cluster.json<{ result: string; locations: Array<{ location: string; result: string }> }>([
+      'backup:verify',
+      first,
+      '--location',
+      'offsite',
+    ]);
+    assert.equal(v.result, 'ok', JSON.stringify(v));
   });
 
   it('restores from the replica when the primary copy is gone, and says so', async () => {
@@ -124,7 +256,65 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     const r = await cluster.cli(['backup:restore', first, '--yes']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /copy in "local" unusable: .*missing.*; restoring from replica "offsite"/);
+    assert.match(r.stderr, /reading straight from storage "offsite"/);
     assert.deepEqual(await treeFingerprint(tree), good);
+  });
+
+  it('an S3 primary with a local replica: the agent writes the primary straight, the controller the replica', async () => {
+    const before = await controllerPutBytes('local');
+    const r = await cluster.cli(['backup:create', '-e', 's3first']);
+    assert.equal(r.code, 0, r.stderr);
+    const id = /Backup ID: (\w+)/.exec(r.stdout)![1]!;
+    const b = await backup(id);
+    assert.equal(b.storage, 'offsite');
+    assert.equal(b.restorable, true);
+    assert.equal(b.replicated, '2/2');
+    assert.deepEqual(
+      b.replicas.map((x) => [x.location, x.status]),
+      [['local', 'complete']],
+    );
+    assert.equal((await controllerPutBytes('local')) - before, b.artifacts[0]!.size_bytes);
+    assert.equal(await controllerPutBytes('offsite'), 0);
+    const keys = await s3Keys();
+    assert.ok(keys.includes(`envsnap/backups/${id}/${b.artifacts[0]!.name}`), keys.join(','));
+    const good = await treeFingerprint(tree2);
+    await writeFile(path.join(tree2, 'c.txt'), 'damaged');
+    const restore = await cluster.cli(['backup:restore', id, '--yes']);
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.match(restore.stderr, /reading straight from storage "offsite"/);
+    assert.deepEqual(await treeFingerprint(tree2), good);
+  });
+
+  it('an agent without credentials for the S3 primary fails the backup at task start, naming the location', async () => {
+    const r = await cluster.cli(['backup:create', '-e', 'nocreds']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /storage "offsite": node node-2 cannot open s3:\/\/envsnap-replica\/envsnap/);
+    assert.match(r.stderr, /hint: give node node-2 credentials for it/);
+    assert.doesNotMatch(r.stderr + (await cluster.logs()), new RegExp(S3_SECRET_KEY + '[^"]'));
+  });
+
+  it('the S3 endpoint failing mid-pass leaves the local copy complete; the S3 copy is retried from it', async () => {
+    proxy.armAfter(2 * 1024 * 1024);
+    const r = await cluster.cli(['backup:create', '-e', 'big']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(proxy.cut, 'the S3 connection was cut during the backup');
+    const id = /Backup ID: (\w+)/.exec(r.stdout)![1]!;
+    let b = await backup(id);
+    assert.equal(b.status, 'complete');
+    assert.equal(b.restorable, true);
+    assert.equal(b.replicated, '1/2');
+    assert.equal(b.replicas[0]!.location, 'flaky');
+    assert.equal(b.replicas[0]!.status, 'failed');
+    assert.ok(b.replicas[0]!.error, 'the replica error is recorded');
+    assert.ok(b.artifacts[0]!.size_bytes > 10 * 1024 * 1024);
+    proxy.heal();
+    await cluster.waitFor(
+      async () => (await backup(id)).replicated === '2/2',
+      'the replica to be copied again from the primary',
+      60_000,
+    );
+    const v = await cluster.json<{ result: string }>(['backup:verify', id, '--location', 'flaky']);
+    assert.equal(v.result, 'ok');
   });
 
   it('a replica that fails during the pass leaves the backup complete from the primary, and is copied again once it is back', async () => {
