@@ -14,7 +14,9 @@
  *   configured databases exist, and the tools match the server (pg_dump not older than the server,
  *   a MariaDB server not dumped with MySQL 8's mysqldump, a local redis-server that can load the
  *   server's RDB); PostgreSQL: the role is a superuser (pg_dumpall --globals-only needs it);
- * - each mount: exists, is a readable directory; writable (restores write into it).
+ * - each mount: exists, is a readable directory; writable (restores write into it);
+ * - each s3 location of the file's `storage:`: the bucket answers (HeadBucket) with the credentials
+ *   this node uses for direct uploads and downloads.
  *
  * Nothing is changed on the node except a probe file created and removed in `work_dir`, and a
  * MariaDB option file (mode 0600) created and removed under it. No secret is ever printed.
@@ -23,7 +25,8 @@ import { constants } from 'node:fs';
 import { access, mkdtemp, open, opendir, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { AgentConfig } from '../shared/config.js';
+import type { AgentConfig, StorageConfig } from '../shared/config.js';
+import { openDirectTarget, storageTarget } from '../shared/storage/locations.js';
 import { EnvsnapError, errorMessage } from '../shared/errors.js';
 import type { WireMountSpec, WireServiceSpec } from '../shared/wire.js';
 import type { ServiceTarget } from './engines/engine.js';
@@ -93,7 +96,29 @@ export async function checkNode(config: AgentConfig, work: NodeWork): Promise<Do
   }
   for (const { environment, mount } of work.mounts)
     out.push(await checkMount(`${environment}/${mount.name}`, mount));
+  for (const s of config.storage) if (s.type === 's3') out.push(await checkDirectStorage(config, s));
   return out;
+}
+
+/**
+ * An s3 location of the agent's own config: can this node open it (HeadBucket)
+ * with the credentials it would use for direct uploads and downloads?
+ */
+async function checkDirectStorage(config: AgentConfig, cfg: StorageConfig): Promise<DoctorCheck> {
+  const check = `storage ${cfg.name}`;
+  try {
+    const backend = await openDirectTarget(storageTarget(cfg, false), config.storage, config.nodeId);
+    await backend.close();
+    return { check, status: 'ok', message: "bucket reachable with this node's credentials" };
+  } catch (err) {
+    const hint = err instanceof EnvsnapError ? err.hint : undefined;
+    return {
+      check,
+      status: 'fail',
+      message: err instanceof Error ? err.message : errorMessage(err),
+      ...(hint ? { fix: hint } : {}),
+    };
+  }
 }
 
 async function checkWorkDir(workDir: string): Promise<DoctorCheck> {
