@@ -47,10 +47,10 @@ class CuttingProxy {
   ) {}
 
   static async start(target: () => number): Promise<CuttingProxy> {
-    let proxy: CuttingProxy | undefined;
-    const server = net.createServer((client) => proxy!.accept(client, target()));
+    const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    proxy = new CuttingProxy(server, (server.address() as net.AddressInfo).port);
+    const proxy = new CuttingProxy(server, (server.address() as net.AddressInfo).port);
+    server.on('connection', (client: net.Socket) => proxy.accept(client, target()));
     return proxy;
   }
 
@@ -299,7 +299,7 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     assert.equal(r.code, 0, r.stderr);
     assert.ok(proxy.cut, 'the S3 connection was cut during the backup');
     const id = /Backup ID: (\w+)/.exec(r.stdout)![1]!;
-    let b = await backup(id);
+    const b = await backup(id);
     assert.equal(b.status, 'complete');
     assert.equal(b.restorable, true);
     assert.equal(b.replicated, '1/2');
