@@ -31,6 +31,7 @@ import { artifactKey, backupPrefix, manifestKey } from '../shared/storage/keys.j
 import type { WireArtifact, WireHookTask, WireTask } from '../shared/wire.js';
 import type { ActivityHub } from './activity-hub.js';
 import type { AgentRegistry, TaskOutcome } from './agent-registry.js';
+import { copyLocations } from './backup-copies.js';
 import type { ActivityRecord, BackupRecord, Catalog, LockRecord, ReplicaState } from './catalog.js';
 import { lockKey, type LockManager } from './lock-manager.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -1084,11 +1085,13 @@ export class JobManager {
     signal: AbortSignal,
     log: (level: 'info' | 'warn' | 'error', msg: string) => void,
   ): Promise<StorageBackend> {
-    const store = this.storages.forEnvironment(backup.environment);
-    const candidates = [
-      this.storages.backend(backup.storage),
-      ...store.replicas.filter((r) => backup.replicas?.[r.name]?.status === 'complete'),
-    ];
+    // Copies retention pruned on purpose are not candidates (and not problems to report).
+    const candidates = copyLocations(backup).map((name) => this.storages.backend(name));
+    if (backup.pruned?.[backup.storage] && candidates[0])
+      log(
+        'info',
+        `${a.name}: the primary copy was pruned by retention; reading the copy in "${candidates[0].name}"`,
+      );
     const problems: string[] = [];
     for (const location of candidates) {
       try {
