@@ -39,6 +39,8 @@ export class Replicator {
 
   /** One pass over the catalog. Never throws. */
   async pass(): Promise<void> {
+    // With one location there is no replica to copy: do not read the whole catalog every interval.
+    if (this.storages.all().length < 2) return;
     try {
       const now = Date.now();
       let under = new Map<string, number>();
