@@ -44,6 +44,12 @@ export type PruneDecision = WirePruneDecision;
  * any step leaves an `expiring` entry, which the next prune finishes. A prune
  * also deletes objects under `backups/<id>/` whose id the catalog does not
  * know, so nothing stays in storage that the catalog does not know about.
+ *
+ * Retention is decided per storage location (see selectCopyRetention): a
+ * location's own `retention` replaces the environment's for its copies. A
+ * backup no location keeps is expired as above; a backup some location keeps
+ * loses only the other locations' copies (see pruneCopy), recorded in its
+ * `pruned` field.
  */
 export class RetentionManager implements BackupLifecycle {
   private chain: Promise<unknown> = Promise.resolve();
