@@ -1085,8 +1085,13 @@ export class JobManager {
     signal: AbortSignal,
     log: (level: 'info' | 'warn' | 'error', msg: string) => void,
   ): Promise<StorageBackend> {
-    // Copies retention pruned on purpose are not candidates (and not problems to report).
-    const candidates = copyLocations(backup).map((name) => this.storages.backend(name));
+    // Copies retention pruned on purpose are not candidates (and not problems to report); nor are
+    // replicas in a location no longer configured.
+    const configured = new Map(this.storages.all().map((s) => [s.name, s]));
+    const candidates = copyLocations(backup).flatMap((name, i) => {
+      const s = configured.get(name);
+      return s ? [s] : i === 0 && name === backup.storage ? [this.storages.backend(name)] : [];
+    });
     if (backup.pruned?.[backup.storage] && candidates[0])
       log(
         'info',

@@ -296,6 +296,13 @@ export class RetentionManager implements BackupLifecycle {
           }
           for (const l of d.locations) {
             if (l.keep) continue;
+            if (!this.storages.all().some((s) => s.name === l.location)) {
+              this.logger.warn(
+                { backup: b.id, location: l.location },
+                'copy left in place: its storage location is no longer configured',
+              );
+              continue;
+            }
             const reason = l.reasons.join(', ');
             this.logger.info(
               { backup: b.id, environment: env.name, location: l.location, reason },

@@ -312,6 +312,22 @@ describe('per-location retention: a local primary kept short, an S3 replica kept
     );
     const log = await cluster.logs();
     assert.match(log, /pruning the copy of one location/);
+
+    // Pages: --limit shows the newest, says how many more, and --before gives the next page.
+    const page = await cluster.cli(['backup:list', '-e', 'app', '--limit', '1', '--format', 'json']);
+    assert.equal(page.code, 0, page.stderr);
+    assert.deepEqual(
+      (JSON.parse(page.stdout) as ListJson[]).map((b) => b.id),
+      [b4],
+    );
+    assert.match(page.stderr, new RegExp(`2 more, use --limit 3 or --all \\(next page: --before ${b4}\\)`));
+    const next = await cluster.json<ListJson[]>(['backup:list', '-e', 'app', '--limit', '1', '--before', b4]);
+    assert.deepEqual(
+      next.map((b) => b.id),
+      [b3],
+    );
+    const all = await cluster.json<ListJson[]>(['backup:list', '-e', 'app', '--all']);
+    assert.equal(all.length, 3);
   });
 
   it('a pruned primary copy is neither missing to repository:check nor copied back, and the backup restores from the replica', async () => {
