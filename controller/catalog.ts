@@ -26,6 +26,22 @@ export interface BackupRecord {
   sizeBytes: number;
   /** Replica locations of the environment, by storage name (the primary is `storage`). */
   replicas?: Record<string, ReplicaState>;
+  /**
+   * Copies deleted by retention, by storage name (the primary's or a replica's): that location's own
+   * rules let the copy go while another location's kept the backup. A pruned copy is not missing: the
+   * restore, the verifier and the replicator leave it alone (see controller/backup-copies.ts).
+   */
+  pruned?: Record<string, PrunedCopy>;
+}
+
+/** A copy of a backup that retention deleted from one location. */
+export interface PrunedCopy {
+  /** When it was deleted (ISO 8601). */
+  time: string;
+  /** The retention decision, e.g. `not kept by any automated rule (last 2)`. */
+  reason: string;
+  /** False while its objects are being deleted (a crash leaves it so; the next prune finishes). */
+  done?: boolean;
 }
 
 /**
@@ -146,6 +162,34 @@ export interface VerificationRecord {
   locations: LocationVerification[];
 }
 
+/** The catalog format {@link Catalog} writes; 2 added the `backups-by-environment` index. */
+export const CATALOG_FORMAT = 2;
+
+/** One page of {@link Catalog.listBackupsPage}. */
+export interface BackupPage {
+  /** Newest first. */
+  backups: BackupRecord[];
+  /** How many older backups match and were not returned (0 when this is the last page). */
+  more: number;
+}
+
+/** The `backups-by-environment` key of a backup. Names never hold `!`, which sorts below them. */
+function indexKey(environment: string, id: string): string {
+  return `${environment}!${id}`;
+}
+
+/** A LevelDB iterator limit: `Infinity` becomes -1 (no limit). */
+function toLimit(limit: number): number {
+  return Number.isFinite(limit) ? limit : -1;
+}
+
+/** Counts the keys of an iterator without decoding any value. */
+async function countKeys(keys: AsyncIterable<string>): Promise<number> {
+  let n = 0;
+  for await (const key of keys) n += key === undefined ? 0 : 1;
+  return n;
+}
+
 export interface AgentRecord {
   nodeId: string;
   lastSeen: string;
@@ -160,10 +204,18 @@ export interface AgentRecord {
  * Keys are time-ordered IDs, so listing newest first is a reverse range scan.
  * The catalog is the only record of what is restorable; the manifest in
  * storage is its copy beside the artifacts.
+ *
+ * Catalog format 2 (the `catalog-format` key of the `meta` sublevel) adds the
+ * `backups-by-environment` index: one key `<environment>!<backup id>` (empty
+ * value) per backup, written and deleted in the same LevelDB batch as the
+ * backup's record, so that one environment's newest backups are a reverse
+ * range read of the index and not a scan of every backup. A catalog of an
+ * older format gets its index built once, when it is opened.
  */
 export class Catalog {
   private readonly db: Level<string, unknown>;
   private readonly backups;
+  private readonly byEnvironment;
   private readonly activities;
   private readonly logs;
   private readonly agents;
@@ -177,6 +229,7 @@ export class Catalog {
   private constructor(db: Level<string, unknown>) {
     this.db = db;
     this.backups = db.sublevel<string, BackupRecord>('backups', { valueEncoding: 'json' });
+    this.byEnvironment = db.sublevel<string, string>('backups-by-environment', { valueEncoding: 'utf8' });
     this.activities = db.sublevel<string, ActivityRecord>('activities', { valueEncoding: 'json' });
     this.logs = db.sublevel<string, LogRecord>('activity-log', { valueEncoding: 'json' });
     this.agents = db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' });
@@ -194,11 +247,47 @@ export class Catalog {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const db = new Level<string, unknown>(dir, { valueEncoding: 'json' });
     await db.open();
-    return new Catalog(db);
+    const catalog = new Catalog(db);
+    try {
+      await catalog.upgrade();
+    } catch (err) {
+      await db.close();
+      throw err;
+    }
+    return catalog;
   }
 
+  /** The catalog format on disk (1 when never marked: catalogs before the index). */
+  async format(): Promise<number> {
+    return (await this.meta.get('catalog-format')) ?? 1;
+  }
+
+  /**
+   * Brings an older catalog to {@link CATALOG_FORMAT}: builds the `backups-by-environment` index from
+   * the backup records, in batches of 1,000, then writes the format marker. Interrupted, it starts
+   * over at the next open (index writes are idempotent), so the index is built once.
+   */
+  private async upgrade(): Promise<void> {
+    if ((await this.format()) >= CATALOG_FORMAT) return;
+    await this.byEnvironment.clear();
+    let batch = this.byEnvironment.batch();
+    for await (const b of this.backups.values()) {
+      batch.put(indexKey(b.environment, b.id), '');
+      if (batch.length >= 1000) {
+        await batch.write();
+        batch = this.byEnvironment.batch();
+      }
+    }
+    await batch.write();
+    await this.meta.put('catalog-format', CATALOG_FORMAT);
+  }
+
+  /** Writes a backup's record and its index key in one batch. */
   async putBackup(b: BackupRecord): Promise<void> {
-    await this.backups.put(b.id, b);
+    await this.db.batch([
+      { type: 'put', key: b.id, value: b, sublevel: this.backups },
+      { type: 'put', key: indexKey(b.environment, b.id), value: '', sublevel: this.byEnvironment },
+    ]);
   }
 
   /** @throws NotFoundError when no backup has this id. */
@@ -209,19 +298,59 @@ export class Catalog {
     return b;
   }
 
-  /** Backups newest first, optionally of one environment. */
+  /**
+   * Backups newest first, optionally of one environment (read through the index: the cost is that
+   * environment's backups, not the catalog's). Every backup is read: for a bounded page, use
+   * {@link listBackupsPage}.
+   */
   async listBackups(environment?: string): Promise<BackupRecord[]> {
-    const out: BackupRecord[] = [];
-    for await (const b of this.backups.values({ reverse: true })) {
-      if (!environment || b.environment === environment) out.push(b);
-    }
-    return out;
+    if (!environment) return this.backups.values({ reverse: true }).all();
+    return (await this.listBackupsPage({ environment, limit: Infinity })).backups;
   }
 
-  /** Removes a backup's entry and its verification record in one batch. */
+  /**
+   * One page of backups, newest first: at most `limit` backups (of `environment`, or of every
+   * environment) created before the backup `before` (exclusive; IDs sort by creation time), with
+   * the number of older ones left. One environment is a reverse range read of the
+   * `backups-by-environment` index, then a `getMany` of the records; the count of the rest reads
+   * keys only.
+   */
+  async listBackupsPage(opts: { environment?: string; limit: number; before?: string }): Promise<BackupPage> {
+    const { environment, limit, before } = opts;
+    if (!environment) {
+      const range = { reverse: true, ...(before ? { lt: before } : {}) };
+      const backups = await this.backups.values({ ...range, limit: toLimit(limit) }).all();
+      const last = backups[backups.length - 1];
+      const more =
+        last && backups.length >= limit ? await countKeys(this.backups.keys({ ...range, lt: last.id })) : 0;
+      return { backups, more };
+    }
+    const range = {
+      reverse: true,
+      gt: indexKey(environment, ''),
+      lt: before ? indexKey(environment, before) : `${environment}"`,
+    };
+    const keys = await this.byEnvironment.keys({ ...range, limit: toLimit(limit) }).all();
+    const ids = keys.map((k) => k.slice(environment.length + 1));
+    const found = await this.backups.getMany(ids);
+    // A record missing behind an index key would be a bug; never hand out undefined.
+    const backups = found.filter((b): b is BackupRecord => b !== undefined);
+    const lastKey = keys[keys.length - 1];
+    const more =
+      lastKey && keys.length >= limit
+        ? await countKeys(this.byEnvironment.keys({ ...range, lt: lastKey }))
+        : 0;
+    return { backups, more };
+  }
+
+  /** Removes a backup's entry, its index key and its verification record in one batch. */
   async deleteBackup(id: string): Promise<void> {
+    const b = await this.backups.get(id);
     await this.db.batch([
       { type: 'del', key: id, sublevel: this.backups },
+      ...(b
+        ? [{ type: 'del' as const, key: indexKey(b.environment, id), sublevel: this.byEnvironment }]
+        : []),
       { type: 'del', key: id, sublevel: this.verifications },
     ]);
   }

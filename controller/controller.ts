@@ -100,6 +100,7 @@ export class Controller {
       this.metrics,
       this.logger,
     );
+    retention.setLocationRetention(cfg.storage);
     this.jobs = new JobManager(
       cfg.environments,
       cfg.defaultCompression,

@@ -11,6 +11,7 @@ import type {
   WireActivityEvent,
   WireAgentMessage,
   WireBackup,
+  WireBackupPage,
   WireBackupVerification,
   WireControllerMessage,
   WireUploadMessage,
@@ -19,6 +20,7 @@ import type {
 } from '../shared/wire.js';
 import type { ActivityEvent, ActivityHub } from './activity-hub.js';
 import type { AgentRegistry } from './agent-registry.js';
+import { copyLocations } from './backup-copies.js';
 import type { ActivityRecord, BackupRecord, Catalog } from './catalog.js';
 import { toWire, type JobManager } from './jobs.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -71,8 +73,13 @@ function wireBackup(b: BackupRecord, isRestorable: (b: BackupRecord) => boolean)
       attempts: r.attempts,
       nextAttempt: r.nextAttempt ?? '',
     })),
+    copies: copyLocations(b),
+    pruned: Object.entries(b.pruned ?? {}).map(([location, p]) => ({ location, ...p })),
   };
 }
+
+/** `backup:list`'s page when the request names no limit. */
+export const DEFAULT_LIST_LIMIT = 50;
 
 function wireVerification(v: BackupVerification, restorable: boolean): WireBackupVerification {
   return {
@@ -170,9 +177,26 @@ export function createControllerHandlers(deps: {
     RestoreBackup: unary(async (req: { backupId: string; targetEnvironment: string }) =>
       jobs.restoreBackup(checkId(req.backupId, 'backup'), req.targetEnvironment || undefined),
     ),
-    ListBackups: unary(async (req: { environment: string }) => ({
-      backups: (await catalog.listBackups(req.environment || undefined)).map(withVerification),
-    })),
+    ListBackups: unary(
+      async (req: {
+        environment: string;
+        limit: number;
+        before: string;
+        all: boolean;
+      }): Promise<WireBackupPage> => {
+        const limit = req.all ? Infinity : req.limit || DEFAULT_LIST_LIMIT;
+        const page = await catalog.listBackupsPage({
+          limit,
+          ...(req.environment ? { environment: req.environment } : {}),
+          ...(req.before ? { before: checkId(req.before, 'backup') } : {}),
+        });
+        return {
+          backups: page.backups.map(withVerification),
+          more: page.more,
+          nextBefore: page.more > 0 ? (page.backups[page.backups.length - 1]?.id ?? '') : '',
+        };
+      },
+    ),
     GetBackup: unary(async (req: { backupId: string }) =>
       withVerification(await catalog.getBackup(checkId(req.backupId, 'backup'))),
     ),

@@ -37,6 +37,7 @@ import {
 import type { WireArtifact, WireDirectCopy, WireHookTask, WireTask } from '../shared/wire.js';
 import type { ActivityHub } from './activity-hub.js';
 import type { AgentRegistry, TaskOutcome } from './agent-registry.js';
+import { copyLocations } from './backup-copies.js';
 import type { ActivityRecord, BackupRecord, Catalog, LockRecord, ReplicaState } from './catalog.js';
 import { lockKey, type LockManager } from './lock-manager.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -1124,11 +1125,18 @@ export class JobManager {
     signal: AbortSignal,
     log: (level: 'info' | 'warn' | 'error', msg: string) => void,
   ): Promise<StorageBackend> {
-    const store = this.storages.forEnvironment(backup.environment);
-    const candidates = [
-      this.storages.backend(backup.storage),
-      ...store.replicas.filter((r) => backup.replicas?.[r.name]?.status === 'complete'),
-    ];
+    // Copies retention pruned on purpose are not candidates (and not problems to report); nor are
+    // replicas in a location no longer configured.
+    const configured = new Map(this.storages.all().map((s) => [s.name, s]));
+    const candidates = copyLocations(backup).flatMap((name, i) => {
+      const s = configured.get(name);
+      return s ? [s] : i === 0 && name === backup.storage ? [this.storages.backend(name)] : [];
+    });
+    if (backup.pruned?.[backup.storage] && candidates[0])
+      log(
+        'info',
+        `${a.name}: the primary copy was pruned by retention; reading the copy in "${candidates[0].name}"`,
+      );
     const problems: string[] = [];
     for (const location of candidates) {
       try {

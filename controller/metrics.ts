@@ -70,6 +70,12 @@ export class ControllerMetrics {
     labelNames: ['environment'] as const,
     registers: [this.registry],
   });
+  readonly copiesPruned = new Counter({
+    name: 'envsnap_copies_pruned_total',
+    help: "Copies deleted from one location by that location's own retention while another location keeps the backup.",
+    labelNames: ['location'] as const,
+    registers: [this.registry],
+  });
   readonly scheduleRuns = new Counter({
     name: 'envsnap_schedule_runs_total',
     help: 'Scheduled backup runs by result: started, skipped (a backup was still running), missed (controller down).',

@@ -1,6 +1,7 @@
 import { errorMessage } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { manifestKey, storedArtifactKey } from '../shared/storage/keys.js';
+import { isPrunedCopy } from './backup-copies.js';
 import type { BackupRecord, Catalog } from './catalog.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { StorageSet } from './storage-set.js';
@@ -38,13 +39,16 @@ export class Replicator {
 
   /** One pass over the catalog. Never throws. */
   async pass(): Promise<void> {
+    // With one location there is no replica to copy: do not read the whole catalog every interval.
+    if (this.storages.all().length < 2) return;
     try {
       const now = Date.now();
       let under = new Map<string, number>();
       for (const b of await this.catalog.listBackups()) {
         if (b.status !== 'complete' || !b.replicas) continue;
         for (const [name, state] of Object.entries(b.replicas)) {
-          if (state.status === 'complete') continue;
+          // A copy retention pruned on purpose is not copied back.
+          if (state.status === 'complete' || isPrunedCopy(b, name)) continue;
           under.set(b.environment, (under.get(b.environment) ?? 0) + 1);
           if (state.nextAttempt && Date.parse(state.nextAttempt) > now) continue;
           await this.copy(b, name);
@@ -54,7 +58,7 @@ export class Replicator {
       under = new Map();
       for (const b of await this.catalog.listBackups()) {
         if (b.status !== 'complete' || !b.replicas) continue;
-        if (Object.values(b.replicas).some((r) => r.status !== 'complete'))
+        if (Object.entries(b.replicas).some(([name, r]) => r.status !== 'complete' && !isPrunedCopy(b, name)))
           under.set(b.environment, (under.get(b.environment) ?? 0) + 1);
       }
       this.metrics.underReplicated.reset();
@@ -104,7 +108,7 @@ export class Replicator {
   /** Re-reads the entry (it may have changed, or gone) and writes the replica's new state. */
   private async update(id: string, location: string, state: NonNullable<BackupRecord['replicas']>[string]) {
     const fresh = await this.catalog.getBackup(id).catch(() => undefined);
-    if (!fresh || fresh.status !== 'complete') return;
+    if (!fresh || fresh.status !== 'complete' || isPrunedCopy(fresh, location)) return;
     fresh.replicas = { ...fresh.replicas, [location]: state };
     await this.catalog.putBackup(fresh);
   }

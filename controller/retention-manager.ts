@@ -1,4 +1,4 @@
-import type { EnvironmentConfig } from '../shared/config.js';
+import type { EnvironmentConfig, StorageConfig } from '../shared/config.js';
 import type { WirePruneDecision } from '../shared/wire.js';
 import { InvalidArgumentError, NotFoundError, NotRestorableError, errorMessage } from '../shared/errors.js';
 import { failpoint } from '../shared/failpoint.js';
@@ -6,6 +6,7 @@ import type { Logger } from '../shared/logger.js';
 import type { StorageBackend } from '../shared/storage/backend.js';
 import type { StorageSet } from './storage-set.js';
 import { backupPrefix } from '../shared/storage/keys.js';
+import { storedLocations } from './backup-copies.js';
 import type { BackupRecord, Catalog } from './catalog.js';
 import type { BackupLifecycle } from './jobs.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -15,13 +16,18 @@ import {
   manualLimit,
   manualLimitError,
   resolvePolicy,
-  selectRetention,
+  selectCopyRetention,
+  type LocationRetention,
 } from './retention.js';
+
+type LocationRetentionConfig = NonNullable<StorageConfig['retention']>;
 
 /** What verification says about restoring a backup (implemented by controller/verifier.ts). */
 export interface VerificationGate {
   /** Why the backup must not be restored because of its verifications, or undefined. */
   refusal(backup: BackupRecord): string | undefined;
+  /** The locations whose copy of the backup failed its last conclusive verification. */
+  failedLocations(backup: BackupRecord): string[];
 }
 
 /** One backup's fate in a prune. */
@@ -38,10 +44,18 @@ export type PruneDecision = WirePruneDecision;
  * any step leaves an `expiring` entry, which the next prune finishes. A prune
  * also deletes objects under `backups/<id>/` whose id the catalog does not
  * know, so nothing stays in storage that the catalog does not know about.
+ *
+ * Retention is decided per storage location (see selectCopyRetention): a
+ * location's own `retention` replaces the environment's for its copies. A
+ * backup no location keeps is expired as above; a backup some location keeps
+ * loses only the other locations' copies (see pruneCopy), recorded in its
+ * `pruned` field.
  */
 export class RetentionManager implements BackupLifecycle {
   private chain: Promise<unknown> = Promise.resolve();
   private gate: VerificationGate | undefined;
+
+  private locationRetention = new Map<string, LocationRetentionConfig>();
 
   constructor(
     private readonly environments: EnvironmentConfig[],
@@ -54,6 +68,29 @@ export class RetentionManager implements BackupLifecycle {
 
   private env(name: string): EnvironmentConfig | undefined {
     return this.environments.find((e) => e.name === name);
+  }
+
+  /**
+   * Gives storage locations their own retention (the `retention` of a `storage:` entry): it replaces
+   * the environment's for that location's copies. Locations not given follow their environment's.
+   *
+   * @throws InvalidArgumentError for an invalid policy (see resolvePolicy).
+   */
+  setLocationRetention(storage: readonly StorageConfig[]): void {
+    const next = new Map<string, LocationRetentionConfig>();
+    for (const s of storage) {
+      if (!s.retention) continue;
+      resolvePolicy(s.retention);
+      next.set(s.name, s.retention);
+    }
+    this.locationRetention = next;
+  }
+
+  /** The retention of an environment's copies in one location: the location's own, else the environment's. */
+  private rulesFor(env: EnvironmentConfig, location: string): LocationRetention | undefined {
+    const cfg = this.locationRetention.get(location) ?? env.retention;
+    if (!cfg) return undefined;
+    return { policy: resolvePolicy(cfg), ...(cfg.timezone ? { timeZone: cfg.timezone } : {}) };
   }
 
   /** Runs deletions one at a time (prunes after concurrent backups must not race). */
@@ -151,6 +188,29 @@ export class RetentionManager implements BackupLifecycle {
     });
   }
 
+  /**
+   * Deletes one location's copy of a backup that stays (another location keeps it): the entry first
+   * records the copy as pruned (so restores, verification and the replicator leave that location
+   * alone), then the objects go, then the entry says the deletion is done. A crash in between leaves
+   * `done: false`, which the next prune finishes.
+   */
+  private async pruneCopy(id: string, location: string, reason: string): Promise<void> {
+    const mark = async (done: boolean) => {
+      const fresh = await this.catalog.getBackup(id);
+      const prev = fresh.pruned?.[location];
+      fresh.pruned = {
+        ...fresh.pruned,
+        [location]: { time: prev?.time ?? this.now().toISOString(), reason: prev?.reason ?? reason, done },
+      };
+      await this.catalog.putBackup(fresh);
+    };
+    await mark(false);
+    await this.storages.backend(location).deletePrefix(backupPrefix(id));
+    failpoint('prune.after-delete-copy');
+    await mark(true);
+    this.metrics.copiesPruned.inc({ location });
+  }
+
   private async expire(b: BackupRecord): Promise<void> {
     if (b.status !== 'expiring') {
       b.status = 'expiring';
@@ -185,49 +245,70 @@ export class RetentionManager implements BackupLifecycle {
         });
         if (!dryRun) await this.expire(b);
       }
+      // Finish copy deletions a crash interrupted.
+      for (const b of all) {
+        if (environment && b.environment !== environment) continue;
+        for (const [location, p] of Object.entries(b.pruned ?? {})) {
+          if (p.done === false && !dryRun && b.status !== 'expiring')
+            await this.pruneCopy(b.id, location, p.reason);
+        }
+      }
       for (const env of this.environments) {
         if (environment && env.name !== environment) continue;
         const backups = all.filter((b) => b.environment === env.name && b.status !== 'expiring');
-        if (!env.retention) {
-          for (const b of backups)
-            decisions.push({
-              backupId: b.id,
-              environment: env.name,
-              created: b.created,
-              tag: b.tag,
-              keep: true,
-              reasons: ['no retention configured'],
-            });
-          continue;
-        }
-        const sel = selectRetention(backups, resolvePolicy(env.retention), this.now(), {
-          timeZone: env.retention.timezone,
-        });
         const byId = new Map(backups.map((b) => [b.id, b]));
-        for (const k of sel.keep) {
-          const b = byId.get(k.id)!;
+        const selected = selectCopyRetention(
+          backups.map((b) => ({
+            id: b.id,
+            created: b.created,
+            tag: b.tag,
+            status: b.status,
+            locations: storedLocations(b),
+            unusable: [
+              ...Object.entries(b.replicas ?? {})
+                .filter(([, r]) => r.status !== 'complete')
+                .map(([name]) => name),
+              ...(this.gate?.failedLocations(b) ?? []),
+            ],
+          })),
+          (location) => this.rulesFor(env, location),
+          this.now(),
+        );
+        for (const d of selected) {
+          const b = byId.get(d.id)!;
           decisions.push({
             backupId: b.id,
             environment: env.name,
             created: b.created,
             tag: b.tag,
-            keep: true,
-            reasons: k.reasons,
+            keep: d.keep,
+            reasons: d.reasons,
+            locations: d.locations,
           });
-        }
-        for (const r of sel.remove) {
-          const b = byId.get(r.id)!;
-          decisions.push({
-            backupId: b.id,
-            environment: env.name,
-            created: b.created,
-            tag: b.tag,
-            keep: false,
-            reasons: [r.reason],
-          });
-          if (!dryRun) {
-            this.logger.info({ backup: b.id, environment: env.name, reason: r.reason }, 'pruning backup');
+          if (dryRun) continue;
+          if (!d.keep) {
+            this.logger.info(
+              { backup: b.id, environment: env.name, reason: d.reasons.join('; ') },
+              'pruning backup',
+            );
             await this.expire(b);
+            continue;
+          }
+          for (const l of d.locations) {
+            if (l.keep) continue;
+            if (!this.storages.all().some((s) => s.name === l.location)) {
+              this.logger.warn(
+                { backup: b.id, location: l.location },
+                'copy left in place: its storage location is no longer configured',
+              );
+              continue;
+            }
+            const reason = l.reasons.join(', ');
+            this.logger.info(
+              { backup: b.id, environment: env.name, location: l.location, reason },
+              'pruning the copy of one location (another location keeps the backup)',
+            );
+            await this.pruneCopy(b.id, l.location, reason);
           }
         }
       }

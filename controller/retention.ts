@@ -257,6 +257,118 @@ export function selectRetention(
   return { keep, remove };
 }
 
+/** The retention that governs one location's copies of an environment's backups. */
+export interface LocationRetention {
+  policy: RetentionPolicy;
+  /** IANA time zone of the buckets; default `UTC`. */
+  timeZone?: string;
+}
+
+/** What {@link selectCopyRetention} needs of a backup: a {@link RetentionCandidate} and where its copies are. */
+export interface CopyCandidate extends RetentionCandidate {
+  /**
+   * The locations the backup was written to and not pruned from, primary first (a replica still to
+   * be copied counts: it is owed).
+   */
+  locations: readonly string[];
+  /**
+   * Of `locations`, those whose copy cannot serve a restore now: a replica not (yet) complete, or a
+   * copy whose last conclusive verification failed.
+   */
+  unusable?: readonly string[];
+}
+
+/** One location's decision on one backup's copy. */
+export interface CopyDecision {
+  location: string;
+  keep: boolean;
+  reasons: string[];
+}
+
+/** The answer of {@link selectCopyRetention} for one backup. */
+export interface BackupCopiesDecision {
+  id: string;
+  /** The backup stays (in the catalog): at least one location keeps its copy. */
+  keep: boolean;
+  /** The location's reasons when every location agrees, else each prefixed with `<location>: `. */
+  reasons: string[];
+  /** Per location of the candidate, in its order. */
+  locations: CopyDecision[];
+}
+
+/**
+ * Per-location retention: each location decides on its own copies by its own rules, so that, say,
+ * the off-site copy is kept longer than the primary one.
+ *
+ * For each location, the candidates are the backups holding (or owed) a copy there, and
+ * {@link selectRetention} decides with `rulesFor(location)` (`undefined`: no retention there, keep
+ * every copy with reason `no retention configured`). A backup stays while any location keeps its
+ * copy; it goes when none does (or it has no location left: reason `no copy left`).
+ *
+ * Safety, on top of {@link selectRetention}'s (unfinished backups are never touched): a backup that
+ * stays never loses its last usable copy. When every copy kept is `unusable` (failed its verification,
+ * or a replica not yet complete), the usable copies the rules would delete are kept too, with reason
+ * `only usable copy (<locations> unusable)`.
+ *
+ * Returns one decision per input backup, newest first (ties broken by id, higher first).
+ *
+ * @throws InvalidArgumentError as {@link selectRetention} does.
+ */
+export function selectCopyRetention(
+  backups: readonly CopyCandidate[],
+  rulesFor: (location: string) => LocationRetention | undefined,
+  now: Date,
+): BackupCopiesDecision[] {
+  const perBackup = new Map<string, Map<string, CopyDecision>>(
+    backups.map((b) => [b.id, new Map<string, CopyDecision>()]),
+  );
+  const locations = [...new Set(backups.flatMap((b) => b.locations))];
+  for (const location of locations) {
+    const here = backups.filter((b) => b.locations.includes(location));
+    const rules = rulesFor(location);
+    if (!rules) {
+      for (const b of here)
+        perBackup.get(b.id)!.set(location, { location, keep: true, reasons: ['no retention configured'] });
+      continue;
+    }
+    const sel = selectRetention(here, rules.policy, now, rules.timeZone ? { timeZone: rules.timeZone } : {});
+    for (const k of sel.keep)
+      perBackup.get(k.id)!.set(location, { location, keep: true, reasons: k.reasons });
+    for (const r of sel.remove)
+      perBackup.get(r.id)!.set(location, { location, keep: false, reasons: [r.reason] });
+  }
+
+  const sorted = [...backups].sort(
+    (a, b) => Date.parse(b.created) - Date.parse(a.created) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0),
+  );
+  return sorted.map((b) => {
+    const decisions = b.locations.map((l) => perBackup.get(b.id)!.get(l)!);
+    if (decisions.length === 0) return { id: b.id, keep: false, reasons: ['no copy left'], locations: [] };
+    const unusable = new Set(b.unusable ?? []);
+    const kept = decisions.filter((d) => d.keep);
+    if (kept.length > 0 && kept.every((d) => unusable.has(d.location))) {
+      const bad = kept.map((d) => d.location).join(', ');
+      for (const d of decisions) {
+        if (d.keep || unusable.has(d.location)) continue;
+        d.keep = true;
+        d.reasons = [`only usable copy (${bad} unusable)`, ...d.reasons.map((r) => `overrides: ${r}`)];
+      }
+    }
+    const first = decisions[0]!;
+    const agree = decisions.every(
+      (d) => d.keep === first.keep && d.reasons.join('\n') === first.reasons.join('\n'),
+    );
+    return {
+      id: b.id,
+      keep: decisions.some((d) => d.keep),
+      reasons: agree
+        ? [...first.reasons]
+        : decisions.flatMap((d) => d.reasons.map((r) => `${d.location}: ${r}`)),
+      locations: decisions,
+    };
+  });
+}
+
 /** Applies one tag's rules to its complete backups (newest first), filling `kept` and `removed`. */
 function selectTag(
   complete: Dated[],

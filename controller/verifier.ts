@@ -13,6 +13,7 @@ import type {
   VerificationRecord,
   VerificationResult,
 } from './catalog.js';
+import { copyLocations } from './backup-copies.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { VerificationGate } from './retention-manager.js';
 
@@ -177,14 +178,20 @@ export class Verifier implements VerificationGate {
       });
   }
 
-  /** The locations holding copies of a backup: its primary (`storage`) and its complete replicas. */
+  /**
+   * The locations holding copies of a backup: its primary (`storage`) and its complete replicas, less
+   * the copies retention pruned (see controller/backup-copies.ts).
+   */
   private locationsOf(b: BackupRecord): string[] {
-    return [
-      b.storage,
-      ...Object.entries(b.replicas ?? {})
-        .filter(([, r]) => r.status === 'complete')
-        .map(([name]) => name),
-    ];
+    return copyLocations(b);
+  }
+
+  /** The locations holding a copy whose last conclusive verification failed. */
+  failedLocations(backup: BackupRecord): string[] {
+    const held = new Set(copyLocations(backup));
+    return (this.state.get(backup.id)?.locations ?? [])
+      .filter((l) => held.has(l.location) && l.conclusive?.result === 'failed')
+      .map((l) => l.location);
   }
 
   /**
@@ -194,8 +201,10 @@ export class Verifier implements VerificationGate {
   refusal(backup: BackupRecord): string | undefined {
     const rec = this.state.get(backup.id);
     if (!rec) return undefined;
+    // A copy retention pruned no longer counts, good or bad.
+    const held = new Set(copyLocations(backup));
     const conclusive = rec.locations.flatMap((l) =>
-      l.conclusive ? [{ ...l.conclusive, location: l.location }] : [],
+      l.conclusive && held.has(l.location) ? [{ ...l.conclusive, location: l.location }] : [],
     );
     if (conclusive.length === 0 || conclusive.some((c) => c.result === 'ok')) return undefined;
     const last = conclusive.sort((a, b) => b.time.localeCompare(a.time))[0]!;

@@ -156,6 +156,12 @@ export const retentionConfigSchema = z
   })
   .strict();
 
+/**
+ * The `retention` of a storage location: the same rules as an environment's (without
+ * `restorable_days`, which belongs to the backup), replacing them for that location's copies.
+ */
+const locationRetentionSchema = retentionConfigSchema.omit({ restorable_days: true });
+
 const environmentSchema = z
   .object({
     name: name('environment name'),
@@ -192,6 +198,7 @@ const localStorageSchema = z
     name: name('storage name'),
     type: z.literal('local'),
     path: absolutePath,
+    retention: locationRetentionSchema.optional(),
   })
   .strict();
 
@@ -214,6 +221,7 @@ const s3StorageSchema = z
     secret_access_key_env: envVarName.optional(),
     server_side_encryption: z.enum(['AES256', 'aws:kms', 'aws:kms:dsse']).optional(),
     storage_class: z.string().min(1).optional(),
+    retention: locationRetentionSchema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {

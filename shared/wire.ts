@@ -78,6 +78,19 @@ export interface WireBackup {
     attempts: number;
     nextAttempt: string;
   }>;
+  /** Locations holding a copy now, primary first. */
+  copies?: string[];
+  /** Copies deleted by retention. */
+  pruned?: Array<{ location: string; time: string; reason: string }>;
+}
+
+/** `ListBackupsResponse`. */
+export interface WireBackupPage {
+  backups: WireBackup[];
+  /** Older backups that match and were not returned. */
+  more: number;
+  /** `before` for the next page; '' on the last one. */
+  nextBefore: string;
 }
 
 export interface WireActivity {
@@ -291,5 +304,14 @@ export interface WirePruneDecision {
   tag: string;
   keep: boolean;
   /** The rules that keep it, or why it goes. */
+  reasons: string[];
+  /** Per location holding a copy: that location's own decision. */
+  locations?: WireLocationPruneDecision[];
+}
+
+/** One location's retention decision on one backup's copy (`LocationPruneDecision`). */
+export interface WireLocationPruneDecision {
+  location: string;
+  keep: boolean;
   reasons: string[];
 }

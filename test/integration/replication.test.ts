@@ -8,11 +8,15 @@
  * (down before it, or its connection cut in the middle) leaves the primary
  * complete and is copied again from it once it is back. An S3 primary with a
  * local replica works the same way round; an agent without credentials for
- * an S3 primary fails the backup with a clear error.
+ * an S3 primary fails the backup with a clear error. Per-location retention: a
+ * primary kept short and a replica kept longer; prune deletes old copies from
+ * the primary only, and those backups are listed with their remaining copy and
+ * restored from the replica.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -343,5 +347,196 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     const r = await cluster.cli(['backup:delete', first, '--yes']);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(!(await s3Keys()).some((k) => k.includes(first)));
+  });
+});
+
+describe('per-location retention: a local primary kept short, an S3 replica kept longer', function () {
+  this.timeout(180_000);
+  let work: string;
+  let tree: string;
+  let repo: string;
+  let s3: TestS3;
+  let cluster: EnvsnapCluster;
+
+  interface ListJson {
+    id: string;
+    status: string;
+    restorable: boolean;
+    copies: string[];
+  }
+  interface GetJson extends BackupGet {
+    copies: string[];
+    pruned: Array<{ location: string; time: string; reason: string }>;
+  }
+  interface PruneJson {
+    id: string;
+    action: string;
+    reasons: string[];
+    locations: Array<{ location: string; action: string; reasons: string[] }>;
+  }
+
+  async function s3BackupIds(): Promise<string[]> {
+    const client = new S3Client({
+      endpoint: s3.endpoint,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: S3_ACCESS_KEY, secretAccessKey: S3_SECRET_KEY },
+    });
+    try {
+      const out = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'envsnap/' }));
+      return [...new Set((out.Contents ?? []).map((o) => o.Key!.split('/')[2]!))].sort();
+    } finally {
+      client.destroy();
+    }
+  }
+
+  async function localBackupIds(): Promise<string[]> {
+    const dir = path.join(repo, 'backups');
+    return existsSync(dir) ? (await readdir(dir)).sort() : [];
+  }
+
+  before(async () => {
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    work = await mkdtemp(path.join(tmpdir(), 'envsnap-locret-'));
+    tree = path.join(work, 'files');
+    repo = path.join(work, 'repository');
+    await mkdir(path.join(tree, 'sub'), { recursive: true });
+    await writeFile(path.join(tree, 'a.txt'), 'alpha\n'.repeat(1000));
+    await writeFile(path.join(tree, 'sub', 'b.bin'), Buffer.alloc(100_000, 5));
+    s3 = await TestS3.start('envsnap-retention');
+    const secretFile = path.join(work, 's3.secret');
+    await writeFile(secretFile, S3_SECRET_KEY, { mode: 0o600 });
+    cluster = await EnvsnapCluster.start({
+      nodes: ['node-1'],
+      environments: [
+        {
+          name: 'app',
+          type: 'production',
+          mounts: [{ name: 'files', node: 'node-1', path: tree }],
+          // The environment's rules govern the primary; the replica has its own.
+          retention: { manual: { keep_last: 1 } },
+        },
+      ],
+      storage: [
+        { name: 'local', type: 'local', path: repo },
+        {
+          name: 'offsite',
+          type: 's3',
+          bucket: s3.bucket,
+          prefix: 'envsnap',
+          endpoint: s3.endpoint,
+          force_path_style: true,
+          access_key_id: S3_ACCESS_KEY,
+          secret_access_key_file: secretFile,
+          retention: { manual: { keep_last: 3 } },
+        },
+      ],
+      controller: { replica_retry_interval: 1 },
+    });
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    await s3?.destroy();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  const ids: string[] = [];
+
+  it('prunes old copies from the primary only: they stay listed, with their replica as the copy', async () => {
+    for (let i = 0; i < 4; i++) {
+      await writeFile(path.join(tree, 'a.txt'), `version ${i}\n`);
+      const r = await cluster.cli(['backup:create', '-e', 'app', '--yes']);
+      assert.equal(r.code, 0, r.stderr);
+      ids.unshift(/Backup ID: (\w+)/.exec(r.stdout)![1]!);
+    }
+    // ids: newest first. Each backup is followed by a prune: local keeps 1, offsite keeps 3.
+    const [b4, b3, b2, b1] = ids as [string, string, string, string];
+    // The prune after the last backup may still run when backup:create returns.
+    const want = [b2, b3, b4].sort().join(',');
+    await cluster.waitFor(
+      async () => (await s3BackupIds()).join(',') === want && (await localBackupIds()).join(',') === b4,
+      'the prune after the last backup',
+      30_000,
+    );
+    assert.deepEqual(await localBackupIds(), [b4]);
+    assert.deepEqual(await s3BackupIds(), [b2, b3, b4].sort());
+
+    const list = await cluster.json<ListJson[]>(['backup:list', '-e', 'app']);
+    assert.deepEqual(
+      list.map((b) => [b.id, b.copies]),
+      [
+        [b4, ['local', 'offsite']],
+        [b3, ['offsite']],
+        [b2, ['offsite']],
+      ],
+      'the oldest is gone from both; the two before the newest only from the primary',
+    );
+    assert.ok(list.every((b) => b.status === 'complete' && b.restorable));
+    assert.ok(!list.some((b) => b.id === b1));
+
+    const get = await cluster.json<GetJson>(['backup:get', b2]);
+    assert.deepEqual(get.copies, ['offsite']);
+    assert.deepEqual(
+      get.pruned.map((p) => p.location),
+      ['local'],
+    );
+    assert.match(get.pruned[0]!.reason, /not kept by any manual rule \(last 1\)/);
+    const table = await cluster.cli(['backup:get', b2]);
+    assert.match(table.stdout, /Copies:\s+offsite/);
+    assert.match(table.stdout, /Pruned:\s+local at .* \(not kept by any manual rule \(last 1\)\)/);
+
+    // The dry run shows each location's own decision.
+    const dry = await cluster.json<PruneJson[]>(['backup:prune', '-e', 'app', '--dry-run']);
+    const newest = dry.find((d) => d.id === b4)!;
+    assert.deepEqual(
+      newest.locations.map((l) => [l.location, l.action, l.reasons]),
+      [
+        ['local', 'keep', ['last #1']],
+        ['offsite', 'keep', ['last #1']],
+      ],
+    );
+    assert.deepEqual(
+      dry.find((d) => d.id === b2)!.locations.map((l) => [l.location, l.action, l.reasons]),
+      [['offsite', 'keep', ['last #3']]],
+    );
+    const log = await cluster.logs();
+    assert.match(log, /pruning the copy of one location/);
+
+    // Pages: --limit shows the newest, says how many more, and --before gives the next page.
+    const page = await cluster.cli(['backup:list', '-e', 'app', '--limit', '1', '--format', 'json']);
+    assert.equal(page.code, 0, page.stderr);
+    assert.deepEqual(
+      (JSON.parse(page.stdout) as ListJson[]).map((b) => b.id),
+      [b4],
+    );
+    assert.match(page.stderr, new RegExp(`2 more, use --limit 3 or --all \\(next page: --before ${b4}\\)`));
+    const next = await cluster.json<ListJson[]>(['backup:list', '-e', 'app', '--limit', '1', '--before', b4]);
+    assert.deepEqual(
+      next.map((b) => b.id),
+      [b3],
+    );
+    const all = await cluster.json<ListJson[]>(['backup:list', '-e', 'app', '--all']);
+    assert.equal(all.length, 3);
+  });
+
+  it('a pruned primary copy is neither missing to repository:check nor copied back, and the backup restores from the replica', async () => {
+    const b2 = ids[2]!;
+    const check = await cluster.json<{ issues: Array<{ kind: string; backup_id?: string; key?: string }> }>([
+      'repository:check',
+      '--format',
+      'json',
+    ]);
+    assert.deepEqual(check.issues, [], JSON.stringify(check.issues));
+    // Replica retry passes run every second: nothing brings the pruned copy back.
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.ok(!(await localBackupIds()).includes(b2));
+
+    await writeFile(path.join(tree, 'a.txt'), 'damaged');
+    const r = await cluster.cli(['backup:restore', b2, '--yes']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /the primary copy was pruned by retention; reading the copy in "offsite"/);
+    assert.doesNotMatch(r.stderr, /unusable/);
+    assert.equal((await import('node:fs')).readFileSync(path.join(tree, 'a.txt'), 'utf8'), 'version 1\n');
   });
 });

@@ -307,6 +307,7 @@ describe('schedules and retention (real processes)', function () {
         tag: 'manual',
         action: 'would delete',
         reasons: ['interrupted deletion'],
+        locations: [],
       },
     );
     const done = await c.cli(['backup:prune', '-e', 'pr']);

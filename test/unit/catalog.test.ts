@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Catalog, type BackupRecord } from '../../controller/catalog.js';
+import { CATALOG_FORMAT, Catalog, type BackupRecord } from '../../controller/catalog.js';
 import { NotFoundError } from '../../shared/errors.js';
 import { newId } from '../../shared/ids.js';
 
@@ -93,5 +93,74 @@ describe('catalog', () => {
     await assert.rejects(catalog.getBackup(b.id), NotFoundError);
     assert.equal(await catalog.getVerification(b.id), undefined);
     assert.deepEqual(await catalog.listVerifications(), []);
+  });
+
+  it('pages one environment through its index, newest first, with the count of the rest', async () => {
+    const t = Date.UTC(2026, 0, 1);
+    const main: BackupRecord[] = [];
+    for (let i = 0; i < 7; i++) {
+      const b = backup('main', t + i * 1000);
+      main.push(b);
+      await catalog.putBackup(b);
+      await catalog.putBackup(backup('main-2', t + i * 1000 + 1)); // a name that extends "main"
+    }
+    const newest = main.map((b) => b.id).reverse();
+    const first = await catalog.listBackupsPage({ environment: 'main', limit: 3 });
+    assert.deepEqual(
+      first.backups.map((b) => b.id),
+      newest.slice(0, 3),
+    );
+    assert.equal(first.more, 4);
+    const second = await catalog.listBackupsPage({ environment: 'main', limit: 3, before: newest[2]! });
+    assert.deepEqual(
+      second.backups.map((b) => b.id),
+      newest.slice(3, 6),
+    );
+    assert.equal(second.more, 1);
+    const all = await catalog.listBackupsPage({ environment: 'main', limit: Infinity });
+    assert.equal(all.backups.length, 7);
+    assert.equal(all.more, 0);
+    const everyEnv = await catalog.listBackupsPage({ limit: 5 });
+    assert.equal(everyEnv.backups.length, 5);
+    assert.equal(everyEnv.more, 9);
+
+    // Deleting removes the index key in the same batch.
+    await catalog.deleteBackup(newest[0]!);
+    const after = await catalog.listBackupsPage({ environment: 'main', limit: 1 });
+    assert.deepEqual(
+      after.backups.map((b) => b.id),
+      [newest[1]],
+    );
+    assert.equal(after.more, 5);
+    assert.equal((await catalog.listBackups('main')).length, 6);
+    assert.equal((await catalog.listBackups('nope')).length, 0);
+  });
+
+  it('builds the index once for a catalog written before it (format 1)', async () => {
+    assert.equal(await catalog.format(), CATALOG_FORMAT);
+    const t = Date.UTC(2026, 0, 1);
+    await catalog.close();
+    // A format-1 catalog: records without index keys and without the format marker.
+    const { Level } = await import('level');
+    const db = new Level<string, unknown>(join(dir, 'catalog'), { valueEncoding: 'json' });
+    const records = db.sublevel<string, BackupRecord>('backups', { valueEncoding: 'json' });
+    const ids: string[] = [];
+    for (let i = 0; i < 2500; i++) {
+      const b = backup(i % 2 ? 'main' : 'staging', t + i * 1000);
+      ids.push(b.id);
+      await records.put(b.id, b);
+    }
+    await db.sublevel('backups-by-environment').clear();
+    await db.sublevel('meta', { valueEncoding: 'json' }).del('catalog-format');
+    await db.close();
+
+    catalog = await Catalog.open(dir);
+    assert.equal(await catalog.format(), CATALOG_FORMAT);
+    const page = await catalog.listBackupsPage({ environment: 'main', limit: 2 });
+    assert.deepEqual(
+      page.backups.map((b) => b.id),
+      [ids[2499], ids[2497]],
+    );
+    assert.equal(page.more, 1248);
   });
 });

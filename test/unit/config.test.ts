@@ -79,6 +79,21 @@ describe('config', () => {
     );
   });
 
+  it('takes retention rules on a storage location, without restorable_days', () => {
+    const withRules = FULL.replace(
+      '    path: /var/lib/envsnap/repository',
+      '    path: /var/lib/envsnap/repository\n    retention: { preset: premium, automated: { keep_daily: 60 } }',
+    );
+    const c = compileControllerConfig(parseConfigText(withRules, 'f.yaml'), 'f.yaml');
+    const local = c.storage[0]!;
+    assert.deepEqual(local.retention, { preset: 'premium', automated: { keep_daily: 60 }, timezone: 'UTC' });
+    const typo = FULL.replace(
+      '    path: /var/lib/envsnap/repository',
+      '    path: /var/lib/envsnap/repository\n    retention: { restorable_days: 3 }',
+    );
+    assert.match(errorOf(() => parseConfigText(typo, 'f.yaml')).message, /storage\[0\]/);
+  });
+
   it('refuses unknown fields', () => {
     const err = errorOf(() =>
       parseConfigText(FULL.replace('active: true', 'active: true\n    colour: red'), 'f.yaml'),

@@ -7,7 +7,10 @@ import {
   manualLimitError,
   PRESETS,
   resolvePolicy,
+  selectCopyRetention,
   selectRetention,
+  type CopyCandidate,
+  type LocationRetention,
   type RetentionCandidate,
   type RetentionPolicy,
   type RetentionRules,
@@ -711,6 +714,131 @@ describe('retention', () => {
       assert.throws(() => isWithinRestorableWindow('2026-11-01T00:00:00Z', 0, NOW), InvalidArgumentError);
       assert.throws(() => isWithinRestorableWindow('2026-11-01T00:00:00Z', -7, NOW), InvalidArgumentError);
       assert.throws(() => isWithinRestorableWindow('soon', 7, NOW), /invalid created time "soon"/);
+    });
+  });
+
+  describe('per location (selectCopyRetention)', () => {
+    /** Hourly automated backups, both in `local` (primary) and `offsite`, oldest first. */
+    const copies = (n: number, extra: Partial<CopyCandidate> = {}): CopyCandidate[] =>
+      series(
+        'automated',
+        '2026-11-20T00:00:00Z',
+        new Date(Date.parse('2026-11-20T00:00:00Z') + (n - 1) * HOUR).toISOString(),
+        1,
+      ).map((b) => ({ ...b, locations: ['local', 'offsite'], ...extra }));
+    const rules =
+      (map: Record<string, RetentionRules | undefined>) =>
+      (location: string): LocationRetention | undefined =>
+        map[location] ? { policy: policy(map[location]) } : undefined;
+    const decision = (d: ReturnType<typeof selectCopyRetention>[number], location: string) =>
+      d.locations.find((l) => l.location === location)!;
+
+    it('decides each location by its own rules: the primary keeps 2, the off-site copy 5', () => {
+      const input = copies(8);
+      const out = selectCopyRetention(
+        input,
+        rules({ local: { keep_last: 2 }, offsite: { keep_last: 5 } }),
+        NOW,
+      );
+      assert.equal(out.length, 8);
+      assert.deepEqual(
+        out.map((d) => d.id),
+        ids(input).reverse(),
+        'newest first',
+      );
+      assert.deepEqual(
+        out.map((d) => [decision(d, 'local').keep, decision(d, 'offsite').keep]),
+        [
+          [true, true],
+          [true, true],
+          [false, true],
+          [false, true],
+          [false, true],
+          [false, false],
+          [false, false],
+          [false, false],
+        ],
+      );
+      // The backup stays while any location keeps its copy.
+      assert.deepEqual(
+        out.map((d) => d.keep),
+        [true, true, true, true, true, false, false, false],
+      );
+      assert.deepEqual(out[0]!.reasons, ['last #1'], 'locations that agree give plain reasons');
+      assert.deepEqual(out[2]!.reasons, [
+        'local: not kept by any automated rule (last 2)',
+        'offsite: last #3',
+      ]);
+    });
+
+    it('counts only the copies a location holds: a copy pruned earlier does not use up its count', () => {
+      const input = copies(4).map((b, i) => (i < 2 ? { ...b, locations: ['offsite'] } : b));
+      const out = selectCopyRetention(
+        input,
+        rules({ local: { keep_last: 1 }, offsite: { keep_last: 3 } }),
+        NOW,
+      );
+      // local holds the two newest and keeps one; offsite holds all four and keeps three.
+      assert.deepEqual(
+        out.map((d) => d.locations.map((l) => `${l.location}:${l.keep ? 'keep' : 'go'}`).join(' ')),
+        ['local:keep offsite:keep', 'local:go offsite:keep', 'offsite:keep', 'offsite:go'],
+      );
+    });
+
+    it('a location without rules of its own or of the environment keeps every copy', () => {
+      const out = selectCopyRetention(copies(3), rules({ local: { keep_last: 1 } }), NOW);
+      assert.ok(out.every((d) => decision(d, 'offsite').keep));
+      assert.ok(out.every((d) => d.keep));
+      assert.deepEqual(decision(out[2]!, 'offsite').reasons, ['no retention configured']);
+      assert.equal(decision(out[2]!, 'local').keep, false);
+    });
+
+    it('never deletes the last usable copy of a backup that stays', () => {
+      // The off-site copy of the oldest failed its verification; the primary's rules would drop it.
+      const input = copies(3).map((b, i) => (i === 0 ? { ...b, unusable: ['offsite'] } : b));
+      const out = selectCopyRetention(
+        input,
+        rules({ local: { keep_last: 1 }, offsite: { keep_last: 5 } }),
+        NOW,
+      );
+      const oldest = out[2]!;
+      assert.equal(decision(oldest, 'local').keep, true);
+      assert.match(decision(oldest, 'local').reasons[0]!, /^only usable copy \(offsite unusable\)/);
+      // When no location keeps it, the backup goes whole: nothing is kept for a backup nobody wants.
+      const gone = selectCopyRetention(
+        input,
+        rules({ local: { keep_last: 1 }, offsite: { keep_last: 1 } }),
+        NOW,
+      );
+      assert.equal(gone[2]!.keep, false);
+    });
+
+    it('leaves unfinished backups alone everywhere and removes failed ones everywhere', () => {
+      const input: CopyCandidate[] = [
+        ...copies(3),
+        { ...backup('automated', '2026-11-20T05:00:00Z', 'in_progress'), locations: ['local', 'offsite'] },
+        { ...backup('automated', '2026-11-20T04:00:00Z', 'failed'), locations: ['local'] },
+      ];
+      const out = selectCopyRetention(
+        input,
+        rules({ local: { keep_last: 1 }, offsite: { keep_last: 1 } }),
+        NOW,
+      );
+      const running = out.find((d) => d.id === idOf('automated', '2026-11-20T05:00:00Z'))!;
+      assert.equal(running.keep, true);
+      assert.deepEqual(running.reasons, ['not finished (in_progress)']);
+      const failed = out.find((d) => d.id === idOf('automated', '2026-11-20T04:00:00Z'))!;
+      assert.equal(failed.keep, false);
+      assert.deepEqual(failed.reasons, ['failed backup']);
+      // The newest complete backup is kept by every location.
+      const newest = out.find((d) => d.id === idOf('automated', '2026-11-20T02:00:00Z'))!;
+      assert.ok(newest.locations.every((l) => l.keep));
+    });
+
+    it('a backup with no copy left goes', () => {
+      const [b] = copies(1, { locations: [] });
+      const out = selectCopyRetention([b!], rules({}), NOW);
+      assert.deepEqual(out, [{ id: b!.id, keep: false, reasons: ['no copy left'], locations: [] }]);
     });
   });
 });

@@ -51,6 +51,8 @@ export function register(program: Command, run: Runner): void {
               attempts: r.attempts,
               next_attempt: r.nextAttempt || null,
             })),
+            copies: b.copies ?? [],
+            pruned: (b.pruned ?? []).map((p) => ({ location: p.location, time: p.time, reason: p.reason })),
             artifacts,
             verification: b.verification
               ? {
@@ -81,6 +83,12 @@ export function register(program: Command, run: Runner): void {
                   `Replicated:  ${1 + b.replicas.filter((r) => r.status === 'complete').length}/${1 + b.replicas.length} (primary ${b.storage}${b.replicas
                     .map((r) => `; ${r.location}: ${r.status}${r.error ? `, ${r.error}` : ''}`)
                     .join('')})`,
+                ]
+              : []),
+            ...(b.pruned?.length
+              ? [
+                  `Copies:      ${(b.copies ?? []).join(', ') || 'none'}`,
+                  ...b.pruned.map((p) => `Pruned:      ${p.location} at ${p.time} (${p.reason})`),
                 ]
               : []),
             ...(b.verification

@@ -1,21 +1,38 @@
 import type { Command } from 'commander';
-import type { WireBackup } from '../../../shared/wire.js';
+import { InvalidArgumentError } from '../../../shared/errors.js';
+import { checkId } from '../../../shared/ids.js';
+import type { WireBackupPage } from '../../../shared/wire.js';
 import type { Runner } from '../runner.js';
 import { humanBytes, parseFormat, printList } from '../output.js';
 
-/** `envsnap backup:list` (alias `backups`): an environment's backups, newest first. */
+/**
+ * `envsnap backup:list` (alias `backups`): an environment's backups, newest first, a page at a time:
+ * the 50 newest by default, `--limit N`, `--before ID` for the next page, `--all` for every one. When
+ * older backups were left out, says how many on stderr (the JSON on stdout stays an array).
+ */
 export function register(program: Command, run: Runner): void {
   program
     .command('backup:list')
     .alias('backups')
-    .description("List an environment's backups, newest first")
+    .description("List an environment's backups, newest first (the 50 newest unless --limit or --all)")
     .option('-e, --environment <env>', 'the environment (default: every environment)')
+    .option('--limit <n>', 'show at most N backups', '50')
+    .option('--before <id>', 'only backups older than this backup ID (the next page)')
+    .option('--all', 'show every backup')
     .option('--format <format>', 'table or json', 'table')
-    .action((opts: { environment?: string; format: string }) =>
+    .action((opts: { environment?: string; limit: string; before?: string; all?: boolean; format: string }) =>
       run(async (client) => {
         const format = parseFormat(opts.format);
-        const res = await client.call<{ backups: WireBackup[] }>('ListBackups', {
+        const limit = Number(opts.limit);
+        if (!Number.isSafeInteger(limit) || limit < 1)
+          throw new InvalidArgumentError(`--limit must be a positive integer, got "${opts.limit}"`, {
+            hint: 'use --all to list every backup',
+          });
+        const res = await client.call<WireBackupPage>('ListBackups', {
           environment: opts.environment ?? '',
+          limit,
+          before: opts.before ? checkId(opts.before, 'backup') : '',
+          all: Boolean(opts.all),
         });
         const items = res.backups.map((b) => ({
           id: b.id,
@@ -28,6 +45,7 @@ export function register(program: Command, run: Runner): void {
           tag: b.tag,
           size_bytes: Number(b.sizeBytes),
           error: b.error || null,
+          copies: b.copies ?? [],
         }));
         printList(format, items, [
           ['Created', (b) => b.created],
@@ -37,7 +55,14 @@ export function register(program: Command, run: Runner): void {
           ['Live', (b) => (b.live ? 'live' : 'consistent')],
           ['Tag', (b) => b.tag],
           ['Size', (b) => humanBytes(b.size_bytes)],
+          ['Copies', (b) => b.copies.join(', ')],
         ]);
+        const more = Number(res.more ?? 0);
+        if (more > 0) {
+          process.stderr.write(
+            `${more} more, use --limit ${items.length + more} or --all (next page: --before ${res.nextBefore})\n`,
+          );
+        }
         return 0;
       }),
     );

@@ -5,7 +5,11 @@ import { parseFormat, printList } from '../output.js';
 
 /**
  * `envsnap backup:prune [-e ENV] [--dry-run]`: applies retention now. Every
- * backup is listed with the rules that keep it or the reason it goes.
+ * backup is listed with the rules that keep it or the reason it goes, and,
+ * when its locations decide differently (each location may have its own
+ * retention), which copies go: `keep in offsite, would delete from local`,
+ * the reasons prefixed with the location. JSON adds `locations: [{ location,
+ * action, reasons }]`.
  */
 export function register(program: Command, run: Runner): void {
   program
@@ -21,14 +25,29 @@ export function register(program: Command, run: Runner): void {
           environment: opts.environment ?? '',
           dryRun: Boolean(opts.dryRun),
         });
-        const items = res.decisions.map((d) => ({
-          id: d.backupId,
-          environment: d.environment,
-          created: d.created,
-          tag: d.tag,
-          action: d.keep ? 'keep' : opts.dryRun ? 'would delete' : 'deleted',
-          reasons: d.reasons,
-        }));
+        const deleted = opts.dryRun ? 'would delete' : 'deleted';
+        const items = res.decisions.map((d) => {
+          const locations = (d.locations ?? []).map((l) => ({
+            location: l.location,
+            action: l.keep ? 'keep' : deleted,
+            reasons: l.reasons,
+          }));
+          const gone = locations.filter((l) => l.action !== 'keep').map((l) => l.location);
+          const kept = locations.filter((l) => l.action === 'keep').map((l) => l.location);
+          return {
+            id: d.backupId,
+            environment: d.environment,
+            created: d.created,
+            tag: d.tag,
+            action: !d.keep
+              ? deleted
+              : gone.length > 0
+                ? `keep in ${kept.join(', ')}, ${deleted} from ${gone.join(', ')}`
+                : 'keep',
+            reasons: d.reasons,
+            locations,
+          };
+        });
         printList(format, items, [
           ['Created', (d) => d.created],
           ['Backup ID', (d) => d.id],
