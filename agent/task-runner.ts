@@ -188,7 +188,8 @@ export class TaskRunner {
    */
   cancelLeased(reason: string): void {
     for (const t of this.running.values()) {
-      if (t.task.fencingToken) t.abort.abort(new TaskAbortedError(reason));
+      if (t.task.fencingToken)
+        t.abort.abort(new TaskAbortedError(`${reason} (fencing token ${t.task.fencingToken})`));
     }
   }
 

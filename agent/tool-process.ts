@@ -12,7 +12,7 @@ import { spawn, type ChildProcess, type StdioNull, type StdioPipe } from 'node:c
 import { constants as fsConstants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 
@@ -210,18 +210,31 @@ export async function firstToolOnPath(names: readonly string[], debianPackage: s
 /**
  * Streams `input` into the tool's stdin (spawned with stdin `'pipe'`) and waits for the tool.
  *
- * The tool's own failure wins over the pipe's (a tool that dies early makes the pipe fail with
- * EPIPE, which says less than its stderr). When `input` fails (e.g. a decompression error) the
- * tool is killed, so that it cannot commit a truncated input, and `input`'s error is thrown.
+ * A tool may exit before it has read all of its input: `pg_restore` stops reading a custom-format
+ * archive once it has read the last entry, without waiting for end-of-file, and Node destroys a
+ * child's stdin when the child exits. So once the tool has closed its stdin, what it did not read
+ * is drained and discarded rather than failing the feed with a premature close or EPIPE: the
+ * tool's exit status decides, and the input's own errors (a decompression or checksum failure at
+ * its end) still surface.
+ *
+ * The tool's own failure wins over the pipe's (a tool that dies early makes the pipe fail, which
+ * says less than its stderr); the input is then stopped, not drained. When `input` fails (e.g. a
+ * decompression error) the tool is killed, so that it cannot commit a truncated input, and
+ * `input`'s error is thrown.
  */
 export async function feedTool(input: Readable, proc: ToolProcess): Promise<void> {
   const stdin = proc.child.stdin;
   if (!stdin) throw new Error('feedTool needs a tool spawned with stdin piped');
-  const piped = pipeline(input, stdin).catch((err: unknown) => {
+  const sink = toolStdinSink(stdin);
+  const piped = pipeline(input, sink).catch((err: unknown) => {
     proc.kill();
     throw err;
   });
-  const [pipeResult, toolResult] = await Promise.allSettled([piped, proc.wait()]);
+  const exited = proc.wait().catch((err: unknown) => {
+    sink.destroy(); // stop the input: nothing more is needed from it
+    throw err;
+  });
+  const [pipeResult, toolResult] = await Promise.allSettled([piped, exited]);
   if (toolResult.status === 'rejected') {
     // An input error killed the tool: report the input's error, not "killed by SIGKILL".
     if (
@@ -234,6 +247,45 @@ export async function feedTool(input: Readable, proc: ToolProcess): Promise<void
     throw toolResult.reason;
   }
   if (pipeResult.status === 'rejected') throw pipeResult.reason;
+}
+
+/**
+ * A writable that forwards to a tool's stdin, with its backpressure, until that stdin closes (the
+ * tool exited or closed it), and from then on discards what it is given. See {@link feedTool}.
+ */
+function toolStdinSink(stdin: Writable): Writable {
+  let closed = false;
+  const waiters = new Set<() => void>();
+  const onClosed = (): void => {
+    closed = true;
+    for (const wake of waiters) wake();
+    waiters.clear();
+  };
+  stdin.once('close', onClosed);
+  stdin.once('error', onClosed); // EPIPE and the like; 'close' follows
+  const isClosed = (): boolean => closed || stdin.destroyed;
+  const until = (event: 'drain' | 'finish'): Promise<void> =>
+    new Promise<void>((resolve) => {
+      if (isClosed()) return resolve();
+      const wake = (): void => {
+        stdin.off(event, wake);
+        waiters.delete(wake);
+        resolve();
+      };
+      stdin.once(event, wake);
+      waiters.add(wake);
+    });
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      if (isClosed() || stdin.write(chunk)) return callback();
+      void until('drain').then(() => callback());
+    },
+    final(callback) {
+      if (isClosed()) return callback();
+      stdin.end();
+      void until('finish').then(() => callback());
+    },
+  });
 }
 
 function isEpipe(err: unknown): boolean {

@@ -12,6 +12,9 @@ import type {
 } from '../shared/wire.js';
 import type { Catalog } from './catalog.js';
 
+/** How many cancelled tasks' reasons the registry keeps for agents that report them late. */
+export const CANCELLED_REASONS_KEPT = 1000;
+
 /** What an agent reported when a task ended successfully. */
 export interface TaskOutcome {
   artifacts: WireArtifact[];
@@ -83,6 +86,8 @@ export class AgentRegistry extends EventEmitter<{
 }> {
   private readonly sessions = new Map<string, AgentSession>();
   private readonly known = new Map<string, AgentStatus>();
+  /** Why recently cancelled tasks were cancelled, by task id, oldest first. */
+  private readonly cancelled = new Map<string, string>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -147,7 +152,9 @@ export class AgentRegistry extends EventEmitter<{
         msg: 'cancel',
         cancel: {
           taskId: id,
-          reason: 'the controller no longer runs this task (restarted, or the job moved on)',
+          reason:
+            this.cancelled.get(id) ??
+            'the controller no longer runs this task (restarted, or the job moved on)',
         },
       });
       this.logger.warn({ node: hello.nodeId, task: id }, 'orphaned task on a reconnecting agent cancelled');
@@ -270,8 +277,19 @@ export class AgentRegistry extends EventEmitter<{
     });
   }
 
-  /** Asks the agent running a task to abort it; the task's promise rejects with TaskAbortedError. */
+  /**
+   * Asks the agent running a task to abort it; the task's promise rejects with TaskAbortedError.
+   * The reason is also kept (the last {@link CANCELLED_REASONS_KEPT} tasks), so that an agent that
+   * was unreachable meanwhile (frozen, cut off) and reports the task when it reconnects is told
+   * this reason rather than a generic one.
+   */
   cancelTask(taskId: string, reason: string): void {
+    this.cancelled.delete(taskId);
+    this.cancelled.set(taskId, reason);
+    for (const oldest of this.cancelled.keys()) {
+      if (this.cancelled.size <= CANCELLED_REASONS_KEPT) break;
+      this.cancelled.delete(oldest);
+    }
     for (const s of this.sessions.values()) {
       const t = s.tasks.get(taskId);
       if (!t) continue;

@@ -328,7 +328,10 @@ export function createControllerHandlers(deps: {
                 }
                 cb(null, { sizeBytes: result.sizeBytes, sha256: result.sha256 });
               })
-              .catch((err: unknown) => {
+              .catch((caught: unknown) => {
+                // An aborted put says only "the operation was aborted": the signal's reason says
+                // why (e.g. the task's fencing token is stale), which the agent should be told.
+                const err: unknown = target.signal.aborted ? (target.signal.reason as unknown) : caught;
                 logger.warn(
                   { backup: h.backupId, artifact: name, err: errorMessage(err) },
                   'artifact upload failed',

@@ -36,7 +36,7 @@ import {
 } from '../shared/storage/keys.js';
 import type { WireArtifact, WireDirectCopy, WireHookTask, WireTask } from '../shared/wire.js';
 import type { ActivityHub } from './activity-hub.js';
-import type { AgentRegistry, TaskOutcome } from './agent-registry.js';
+import { CANCELLED_REASONS_KEPT, type AgentRegistry, type TaskOutcome } from './agent-registry.js';
 import { copyLocations } from './backup-copies.js';
 import type { ActivityRecord, BackupRecord, Catalog, LockRecord, ReplicaState } from './catalog.js';
 import { lockKey, type LockManager } from './lock-manager.js';
@@ -140,6 +140,12 @@ const COMPATIBLE_KINDS: Record<string, string> = {
  */
 export class JobManager {
   private readonly running = new Map<string, RunningJob>();
+  /**
+   * Why the uploads of tasks that lost their dump lock are refused, by task id (the last
+   * {@link CANCELLED_REASONS_KEPT}): a holder that wakes up after its job ended is still told
+   * its fencing token is stale, not that the job is unknown.
+   */
+  private readonly fenced = new Map<string, string>();
   private accepting = true;
 
   constructor(
@@ -689,10 +695,14 @@ export class JobManager {
         if (!isNodeLoss(err) || job.abort.signal.aborted) throw err;
         // The holder is gone: stop it, discard its uploads in flight, and let the lease run out.
         const reason = errorMessage(err);
-        task.abort.abort(
-          new StaleFencingTokenError(`upload with fencing token ${lease.token} discarded: ${reason}`),
-        );
-        this.agents.cancelTask(task.taskId, `dump lock lost: ${reason}`);
+        const fencedMessage = `upload with fencing token ${lease.token} discarded: ${reason}`;
+        this.fenced.set(task.taskId, fencedMessage);
+        for (const oldest of this.fenced.keys()) {
+          if (this.fenced.size <= CANCELLED_REASONS_KEPT) break;
+          this.fenced.delete(oldest);
+        }
+        task.abort.abort(new StaleFencingTokenError(fencedMessage));
+        this.agents.cancelTask(task.taskId, `dump lock lost (fencing token ${lease.token}): ${reason}`);
         const next = order.find((n) => !tried.includes(n) && this.agents.isConnected(n));
         // The lost holder may still be running (frozen, cut off): its lease is left to expire.
         releaseLease = false;
@@ -1163,7 +1173,8 @@ export class JobManager {
    * result that arrives after the lease moved on.
    *
    * @param fencingToken the upload header's token; a task under a dump lock must show the current one.
-   * @throws StaleFencingTokenError when the task's lease is gone or has another token.
+   * @throws StaleFencingTokenError when the task's lease is gone or has another token, or the task
+   *   lost its dump lock (also after its job ended).
    * @throws NotFoundError when no running backup has this task.
    */
   uploadTarget(
@@ -1301,6 +1312,8 @@ export class JobManager {
     // A task under a dump lock must show the lease's current fencing token, even a settled one:
     // a stale holder is told why its upload is refused.
     if (task?.lock) this.locks.checkFence(task.lock.key, taskId, fencingToken);
+    const fenced = this.fenced.get(taskId);
+    if (fenced !== undefined) throw new StaleFencingTokenError(fenced);
     if (!job || !task || task.settled || job.abort.signal.aborted) {
       throw new NotFoundError(`no running backup task ${taskId} for backup ${backupId}`);
     }

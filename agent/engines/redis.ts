@@ -1,5 +1,5 @@
 /**
- * Redis: a point-in-time RDB snapshot, restored key by key.
+ * Redis: a point-in-time RDB snapshot, restored by a full sync from a temporary server.
  *
  * Backup: `redis-cli --rdb FILE` asks the server for the RDB it would send a new replica
  * (REPLCONF + SYNC), which the server produces with a fork: one consistent snapshot of every
@@ -14,41 +14,60 @@
  * for more replicas before it starts sending, so a dump takes at least that long.
  *
  * Restore: a running server can only load an RDB file when it restarts, and envsnap does not own the
- * server (its config, process manager, persistence files). So envsnap:
+ * server (its config, process manager, persistence files). But a replica loads a whole RDB from its
+ * primary at run time (a full sync), natively. So envsnap:
  * 1. writes the RDB to a file in the work directory;
  * 2. starts a temporary `redis-server` on a free loopback port, with a random password, `dir` set to
- *    that directory, `save ""` and `appendonly no`, which loads the file at start. A corrupt or too
- *    new RDB fails here, before the target is touched;
- * 3. on the target, runs `FLUSHALL` (restore makes the data equal to the backup: keys written since
- *    the backup are removed) and replaces the function libraries with the backup's (`FUNCTION DUMP` /
- *    `FUNCTION RESTORE ... FLUSH`, Redis 7+);
- * 4. for every database of the temporary server (`INFO keyspace`), walks all keys with `SCAN` and
- *    copies each with `DUMP` from the temporary server and `RESTORE key ttl payload REPLACE ABSTTL`
- *    on the target, where `ttl` is the key's absolute expiry from `PEXPIRETIME` (0 = none), so that
- *    a key keeps its exact expiry; keys that expired meanwhile are skipped. Both sides are pipelined,
- *    {@link REDIS_RESTORE_BATCH} keys per round trip;
- * 5. stops the temporary server and deletes the files, on success and on any error. The server
+ *    that directory, `save ""`, `appendonly no` and diskless replication without delay, which loads
+ *    the file at start. A corrupt or too new RDB fails here, before the target is touched;
+ * 3. checks the target, still untouched: a standalone primary (not a replica, not Redis Cluster),
+ *    with as many `databases` as the backup uses (a replica that loads an RDB with a database index
+ *    it lacks exits), running a Redis whose RDB version is at least the temporary server's (a
+ *    replica that cannot load a full sync empties itself) (TargetMismatchError otherwise);
+ * 4. full sync, when the target runs on this node (a loopback host or a socket: it must reach the
+ *    temporary server's loopback port): `CONFIG SET masterauth` to the temporary password (and
+ *    `masteruser` to none), `REPLICAOF 127.0.0.1 <port>`, waits until `master_link_status:up`
+ *    (the RDB was streamed and loaded: keys, exact expiries, all databases, function libraries),
+ *    then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. What connected clients see:
+ *    the old data until the transfer ends, then `-LOADING` errors while the target loads it (its
+ *    `repl-diskless-load`, default `disabled`: the target writes the transfer to a temporary file in
+ *    its `dir`, then replaces its `dbfilename` with it, and flushes and loads at once), then the
+ *    backup; from `REPLICAOF` to `REPLICAOF NO ONE` writes fail with `-READONLY` (a target with
+ *    `replica-read-only no` accepts them, and the load discards those made before it). Its own
+ *    replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
+ *    by ACLs or renamed) or does not connect within {@link REDIS_SYNC_START_MS}, it is detached,
+ *    untouched, and step 5 runs instead;
+ * 5. otherwise, key by key: `FLUSHALL` and the function libraries replaced with the backup's
+ *    (`FUNCTION DUMP` / `FUNCTION RESTORE ... FLUSH`, Redis 7+); then for every database of the
+ *    temporary server, walks all keys with `SCAN` and copies each with `DUMP` from the temporary
+ *    server and `RESTORE key ttl payload REPLACE ABSTTL` on the target, where `ttl` is the key's
+ *    absolute expiry from `PEXPIRETIME` (0 = none); keys that expired meanwhile are skipped. Both
+ *    sides are pipelined, {@link REDIS_RESTORE_BATCH} keys per round trip;
+ * 6. stops the temporary server and deletes the files, on success and on any error. The server
  *    runs under a watchdog shell that kills it when the agent's pipe to it closes, so it does not
- *    outlive an agent that is killed.
+ *    outlive an agent that is killed; while the target is its replica (step 4), the watchdog then
+ *    also detaches the target (`REPLICAOF NO ONE`, `masterauth`/`masteruser` put back) with
+ *    `redis-cli`, from a script in the work directory (mode 0600: it holds the old `masterauth`).
  *
- * What a failure or a kill leaves (issue 5, "safe restores"): before step 3 (writing the RDB,
- * starting and loading the temporary server), the target is untouched. From the `FLUSHALL` on, the target holds only
- * the keys copied so far: a failure or a kill of the agent during steps 3-4 leaves it partly
- * restored (a new restore starts over with FLUSHALL). A Redis restore cannot be made atomic
- * without owning the server: Redis loads a dataset as a whole only at start-up (RDB or AOF), which
- * means restarting the target with its files replaced (its config, process manager and
- * persistence belong to whoever runs it, not to envsnap). Within the protocol, `MULTI`/`EXEC`
- * around every `RESTORE` would be atomic but is queued whole in the server's memory and blocks
- * every other client while it runs; `SWAPDB` into spare database indexes (one MULTI of SWAPDBs)
- * needs indexes the application never uses and does not exist in Redis Cluster. Neither is done.
- * Nor does a Redis restore keep a pre-restore copy.
- * DUMP payloads carry the RDB version, so the target must run the same or a newer major version.
+ * What a failure or a kill leaves (issue 5, "safe restores"): before step 4 the target is
+ * untouched. During a full sync the target holds the old data until the transfer is complete and
+ * then the backup, whole (the load flushes and loads in one step): a failure or a kill leaves one
+ * or the other, never part. The residual window: a kill of the agent together with its watchdog
+ * (e.g. the whole process group, `systemctl kill`), or a crash of the machine, between `REPLICAOF`
+ * and `REPLICAOF NO ONE`, leaves the target a read-only replica of a server that is gone, with the
+ * temporary `masterauth`, until someone runs `REPLICAOF NO ONE` (and resets `masterauth`); the
+ * next restore refuses such a target with that hint. In the key-by-key copy, from the `FLUSHALL`
+ * on, the target holds only the keys copied so far: a failure or a kill there leaves it partly
+ * restored (a new restore starts over). Atomicity within the protocol was not chosen there:
+ * `MULTI`/`EXEC` around every `RESTORE` is queued whole in the server's memory and blocks every
+ * other client while it runs; `SWAPDB` into spare database indexes needs indexes the application
+ * never uses and does not exist in Redis Cluster. A Redis restore keeps no pre-restore copy.
  * While it runs, the temporary server holds the whole dataset in memory on the agent's node, next to
  * the target's own. Not supported: Redis Cluster targets, and RDBs holding module data types
  * (the temporary server does not load modules).
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -57,8 +76,14 @@ import { finished, pipeline } from 'node:stream/promises';
 
 import { Redis, type RedisOptions } from 'ioredis';
 
-import { TaskAbortedError, ToolFailedError, ToolMissingError } from '../../shared/errors.js';
-import { spawnTool, toolOnPath, type ToolProcess } from '../tool-process.js';
+import {
+  errorMessage,
+  TargetMismatchError,
+  TaskAbortedError,
+  ToolFailedError,
+  ToolMissingError,
+} from '../../shared/errors.js';
+import { runTool, spawnTool, toolOnPath, type ToolProcess } from '../tool-process.js';
 import type {
   DumpProcess,
   DumpUnit,
@@ -133,23 +158,48 @@ export class RedisEngine implements Engine {
 
   async restore(service: ServiceTarget, _unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void> {
     const dir = await mkdtemp(join(ctx.workDir, 'redis-restore-'));
+    const detachScript = join(dir, 'detach.sh');
     let server: TempServer | undefined;
     let target: Redis | undefined;
     try {
       await pipeline(input, createWriteStream(join(dir, 'dump.rdb'), { mode: 0o600 }), {
         signal: ctx.signal,
       });
-      server = await startTempServer(dir, ctx.signal);
+      server = await startTempServer(dir, ctx.signal, {
+        detachScript,
+        targetPassword: service.connection.password,
+      });
       target = new Redis(targetOptions(service.connection));
       target.on('error', () => {}); // failures reach us through the commands' promises
       await raceExit(target.connect(), server);
-      const copied = await raceExit(copyAll(server.client, target, ctx.signal), server);
+      const temp = server;
+      const checked = await raceExit(checkTarget(temp.client, target), temp);
+      const synced = isLocal(service.connection)
+        ? await raceExit(
+            fullSyncFrom(temp, target, { connection: service.connection, detachScript, signal: ctx.signal }),
+            temp,
+          )
+        : { done: false, why: 'the target is not on this node (loopback or socket)' };
+      if (synced.done) {
+        ctx.log(`redis: restored ${checked.keys} keys in ${checked.databases.length} databases (full sync)`);
+        return;
+      }
+      ctx.log(`redis: copying key by key: ${synced.why}`);
+      const copied = await raceExit(copyAll(temp.client, target, checked.databases, ctx.signal), temp);
       ctx.log(`redis: restored ${copied.keys} keys in ${copied.databases} databases`);
     } catch (err) {
       if (ctx.signal.aborted) throw new TaskAbortedError('redis restore was stopped', { cause: err });
       throw err;
     } finally {
       target?.disconnect();
+      // Left only when the target could not be detached over our connection (e.g. -LOADING).
+      if (existsSync(detachScript)) {
+        await runTool('sh', [detachScript], {
+          env: { REDISCLI_AUTH: service.connection.password },
+          debianPackage: 'dash',
+        }).catch((err: unknown) => ctx.log(`redis: could not detach the target: ${errorMessage(err)}`));
+        await rm(detachScript, { force: true });
+      }
       if (server) await server.stop();
       await rm(dir, { recursive: true, force: true });
     }
@@ -183,16 +233,31 @@ export function targetOptions(conn: ResolvedConnection): RedisOptions {
 
 interface TempServer {
   client: Redis;
+  /** Its loopback port and its (random) password. */
+  port: number;
+  password: string;
   /** Rejects with ToolFailedError when the server exits before `stop()`. */
   exited: Promise<never>;
   stop(): Promise<void>;
 }
 
+/** What the watchdog of the temporary server does when the agent goes away. */
+interface WatchdogOptions {
+  /** A shell script the watchdog runs, if it exists then, after killing the server. */
+  detachScript: string;
+  /** The target's password, for that script's redis-cli (REDISCLI_AUTH in the watchdog's environment). */
+  targetPassword: string | undefined;
+}
+
 /** Starts redis-server on the RDB in `dir`, retrying on a port taken between probe and bind. */
-async function startTempServer(dir: string, signal: AbortSignal): Promise<TempServer> {
+async function startTempServer(
+  dir: string,
+  signal: AbortSignal,
+  watchdog: WatchdogOptions,
+): Promise<TempServer> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startTempServerOnce(dir, signal);
+      return await startTempServerOnce(dir, signal, watchdog);
     } catch (err) {
       if (attempt >= 3 || !(err instanceof ToolFailedError) || !/Address already in use/.test(err.message))
         throw err;
@@ -205,18 +270,26 @@ async function startTempServer(dir: string, signal: AbortSignal): Promise<TempSe
  * (a pipe from the agent, saved as fd 3 because a background job's stdin is /dev/null) and kills
  * the server when it ends, which happens when {@link TempServer.stop} closes it or when the agent
  * dies, `kill -9` included. Without it, a killed restore would leave a server behind holding the
- * whole dataset in memory. The shell exits with the server's status.
+ * whole dataset in memory. Then, if the detach script (`$1`) exists, which it does only while the
+ * target is a replica of the server, it runs it, so that the target does not stay a read-only
+ * replica of a server that is gone. The shell exits with the server's status.
  */
 const WATCHDOG = [
+  'detach=$1',
+  'shift',
   'exec 3<&0',
   '"$@" </dev/null 3<&- &',
   'pid=$!',
-  '{ cat <&3 >/dev/null 2>&1; kill -KILL "$pid" 2>/dev/null; } >/dev/null 2>&1 &',
+  '{ cat <&3 >/dev/null 2>&1; kill -KILL "$pid" 2>/dev/null; if [ -f "$detach" ]; then sh "$detach"; fi; } >/dev/null 2>&1 &',
   'exec 3<&-',
   'wait "$pid"',
 ].join('\n');
 
-async function startTempServerOnce(dir: string, signal: AbortSignal): Promise<TempServer> {
+async function startTempServerOnce(
+  dir: string,
+  signal: AbortSignal,
+  watchdog: WatchdogOptions,
+): Promise<TempServer> {
   const port = await freeLoopbackPort();
   const password = randomBytes(24).toString('hex');
   const configFile = join(dir, 'redis.conf');
@@ -232,17 +305,25 @@ async function startTempServerOnce(dir: string, signal: AbortSignal): Promise<Te
     'appendonly no',
     'daemonize no',
     `databases ${REDIS_TEMP_SERVER_DATABASES}`,
+    // The full sync to the target: streamed from memory, at once (no wait for more replicas).
+    'repl-diskless-sync yes',
+    'repl-diskless-sync-delay 0',
     'loglevel warning',
     // A file, not /dev/stderr: the child's stderr is a socket, which redis-server cannot open.
     `logfile ${quoteConfig(logFile)}`,
   ];
   await writeFile(configFile, config.join('\n') + '\n', { mode: 0o600 });
   if ((await toolOnPath('redis-server')) === null) throw new ToolMissingError('redis-server', SERVER_PACKAGE);
-  const proc: ToolProcess = spawnTool('sh', ['-c', WATCHDOG, 'sh', 'redis-server', configFile], {
-    stdio: ['pipe', 'ignore'],
-    signal,
-    debianPackage: 'dash',
-  });
+  const proc: ToolProcess = spawnTool(
+    'sh',
+    ['-c', WATCHDOG, 'sh', watchdog.detachScript, 'redis-server', configFile],
+    {
+      env: { REDISCLI_AUTH: watchdog.targetPassword },
+      stdio: ['pipe', 'ignore'],
+      signal,
+      debianPackage: 'dash',
+    },
+  );
   const exited = proc.wait().then(
     () => {
       throw new ToolFailedError('redis-server', 0, null, 'the temporary server exited early');
@@ -297,7 +378,7 @@ async function startTempServerOnce(dir: string, signal: AbortSignal): Promise<Te
     await stop();
     throw err;
   }
-  return { client, exited, stop };
+  return { client, port, password, exited, stop };
 }
 
 async function raceExit<T>(work: Promise<T>, server: TempServer): Promise<T> {
@@ -309,10 +390,13 @@ interface CopyResult {
   databases: number;
 }
 
-/** Steps 3 and 4 of the restore (see the file comment). */
-async function copyAll(source: Redis, target: Redis, signal: AbortSignal): Promise<CopyResult> {
-  const keyspace = String(await source.info('keyspace'));
-  const databases = [...keyspace.matchAll(/^db(\d+):keys=(\d+)/gm)].map((m) => Number(m[1]));
+/** The key-by-key copy (see the file comment), into the target's `databases` (from {@link checkTarget}). */
+async function copyAll(
+  source: Redis,
+  target: Redis,
+  databases: readonly number[],
+  signal: AbortSignal,
+): Promise<CopyResult> {
   const libraries = (await source.call('FUNCTION', 'LIST')) as unknown[];
   const functions = libraries.length > 0 ? ((await source.callBuffer('FUNCTION', 'DUMP')) as Buffer) : null;
 
@@ -364,6 +448,195 @@ async function copyBatch(source: Redis, target: Redis, batch: Buffer[], db: numb
   const failure = results.find(([err]) => err)?.[0];
   if (failure) throw new Error(`restoring a key into db ${db} failed: ${failure.message}`);
   return queued;
+}
+
+/** What {@link checkTarget} found in the backup. */
+interface BackupKeyspace {
+  /** The database indexes that hold keys. */
+  databases: number[];
+  /** Keys in all of them. */
+  keys: number;
+}
+
+/**
+ * Checks, before the target is touched, that it can take the backup the temporary server loaded:
+ * a standalone primary (not a replica, not Redis Cluster), with enough databases (a replica that
+ * loads an RDB with a database index it does not have exits), running a Redis whose RDB version
+ * is at least the temporary server's (a replica that cannot load the full sync empties itself).
+ *
+ * @throws TargetMismatchError naming what does not fit.
+ */
+async function checkTarget(source: Redis, target: Redis): Promise<BackupKeyspace> {
+  const keyspace = [...String(await source.info('keyspace')).matchAll(/^db(\d+):keys=(\d+)/gm)];
+  const databases = keyspace.map((m) => Number(m[1]));
+  const keys = keyspace.reduce((sum, m) => sum + Number(m[2]), 0);
+  const info = String(await target.info('server')) + String(await target.info('replication'));
+  const field = (text: string, name: string): string | undefined =>
+    new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(text)?.[1];
+  if (field(info, 'redis_mode') === 'cluster') {
+    throw new TargetMismatchError('the redis target runs in cluster mode', {
+      hint: 'envsnap restores standalone redis servers only',
+    });
+  }
+  if (field(info, 'role') !== 'master') {
+    throw new TargetMismatchError(
+      `the redis target is a replica of ${field(info, 'master_host') ?? '?'}:${field(info, 'master_port') ?? '?'}`,
+      {
+        hint: 'restore into the primary; if a killed restore left it a replica of 127.0.0.1, run REPLICAOF NO ONE on it',
+      },
+    );
+  }
+  const have = rdbVersion(field(info, 'redis_version'));
+  const need = rdbVersion(field(String(await source.info('server')), 'redis_version'));
+  if (have !== undefined && need !== undefined && have < need) {
+    throw new TargetMismatchError(
+      `the redis target (${field(info, 'redis_version')}) cannot load rdb version ${need} written by this node's redis-server`,
+      { hint: "install the target's redis version (or older) on the agent's node, or upgrade the target" },
+    );
+  }
+  const count = await target
+    .config('GET', 'databases')
+    .then((r) => Number((r as string[])[1]))
+    .catch(() => NaN); // CONFIG not permitted: the copy or the sync reports a missing database
+  const highest = Math.max(-1, ...databases);
+  if (Number.isFinite(count) && highest >= count) {
+    throw new TargetMismatchError(
+      `the backup has keys in database ${highest} but the redis target has ${count} databases`,
+      { hint: `set databases ${highest + 1} (or more) in the target's config` },
+    );
+  }
+  return { databases, keys };
+}
+
+/** The RDB format version a Redis version writes (Redis source, rdb.h), or undefined if unknown. */
+function rdbVersion(version: string | undefined): number | undefined {
+  const m = /^(\d+)\.(\d+)/.exec(version ?? '');
+  if (!m) return undefined;
+  const v = Number(m[1]) * 100 + Number(m[2]);
+  if (v >= 704) return 12;
+  if (v >= 702) return 11;
+  if (v >= 700) return 10;
+  if (v >= 500) return 9;
+  if (v >= 400) return 8;
+  return 7;
+}
+
+/** Whether the target runs on this node, where it can reach the temporary server's loopback port. */
+function isLocal(conn: ResolvedConnection): boolean {
+  if (conn.socket) return true;
+  const host = conn.host ?? '127.0.0.1';
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** How long the target may take to connect to the temporary server and start its sync, in ms. */
+export const REDIS_SYNC_START_MS = 30_000;
+
+/** How often the target's replication state is polled during a full sync, in ms. */
+const SYNC_POLL_MS = 50;
+
+/**
+ * The full-sync restore (see the file comment): makes the target a replica of the temporary server
+ * (`CONFIG SET masterauth`, `REPLICAOF 127.0.0.1 <port>`), waits until its link is up (the RDB is
+ * transferred and loaded), then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. The
+ * detach commands are written to `detachScript` first, which the temporary server's watchdog runs
+ * if the agent dies meanwhile.
+ *
+ * Resolves `{ done: false, why }`, with the target detached and its data untouched, when the
+ * target may not be made a replica (CONFIG or REPLICAOF refused, e.g. by ACLs or a renamed
+ * command) or did not start syncing within {@link REDIS_SYNC_START_MS}: the caller then copies key
+ * by key. Rejects with ToolFailedError when the sync started but failed, TaskAbortedError when
+ * aborted (the target is detached in both cases).
+ */
+async function fullSyncFrom(
+  temp: TempServer,
+  target: Redis,
+  opts: { connection: ResolvedConnection; detachScript: string; signal: AbortSignal },
+): Promise<{ done: boolean; why: string }> {
+  const config = async (name: string): Promise<string | undefined> =>
+    ((await target.config('GET', name)) as string[])[1];
+  let saved: { masterauth: string | undefined; masteruser: string | undefined };
+  try {
+    saved = { masterauth: await config('masterauth'), masteruser: await config('masteruser') };
+  } catch (err) {
+    return { done: false, why: `cannot read the target's config (${redisErrorWord(err)})` };
+  }
+  const restoreConfig = Object.entries(saved).flatMap(([name, value]) =>
+    value === undefined ? [] : [`CONFIG SET ${name} ${quoteConfig(value)}`],
+  );
+  const cli = ['redis-cli', ...cliConnectionArgs(opts.connection)].map(quoteShell).join(' ');
+  // REPLICAOF is refused (-LOADING) while the target loads the transfer: retry, up to 10 minutes.
+  const script = [
+    'i=0',
+    `until [ "$(${cli} REPLICAOF NO ONE 2>/dev/null)" = OK ] || [ $i -ge 1200 ]; do i=$((i+1)); sleep 0.5; done`,
+    `${cli} >/dev/null 2>&1 <<'EOF'`,
+    ...restoreConfig,
+    'EOF',
+    '',
+  ].join('\n');
+  await writeFile(opts.detachScript, script, { mode: 0o600 });
+  let detached = false;
+  const detachNow = async (): Promise<void> => {
+    await target.call('REPLICAOF', 'NO', 'ONE');
+    if (saved.masterauth !== undefined) await target.config('SET', 'masterauth', saved.masterauth);
+    if (saved.masteruser !== undefined) await target.config('SET', 'masteruser', saved.masteruser);
+    detached = true;
+  };
+  try {
+    try {
+      if (saved.masteruser) await target.config('SET', 'masteruser', '');
+      await target.config('SET', 'masterauth', temp.password);
+      await target.call('REPLICAOF', '127.0.0.1', String(temp.port));
+    } catch (err) {
+      await detachNow();
+      return { done: false, why: `the target may not be made a replica (${redisErrorWord(err)})` };
+    }
+    const started = Date.now();
+    let syncing = false;
+    let lastProgress = started;
+    for (;;) {
+      opts.signal.throwIfAborted();
+      const info = String(await target.info('replication'));
+      if (/^master_link_status:up\r?$/m.test(info)) {
+        await detachNow();
+        return { done: true, why: '' };
+      }
+      const replicas = String(await temp.client.info('replication'));
+      if (/^slave\d+:/m.test(replicas) || /^master_sync_in_progress:1\r?$/m.test(info)) {
+        syncing = true;
+        lastProgress = Date.now();
+      } else if (syncing && Date.now() - lastProgress > REDIS_SYNC_START_MS) {
+        // It started, then stopped (e.g. the target could not load it): fail, do not retry forever.
+        throw new ToolFailedError(
+          'redis-server',
+          null,
+          null,
+          "the target's full sync from the temporary server stopped; see the target's log",
+        );
+      }
+      if (!syncing && Date.now() - started > REDIS_SYNC_START_MS) {
+        await detachNow();
+        return {
+          done: false,
+          why: `the target did not connect to the temporary server on 127.0.0.1:${temp.port} within ${REDIS_SYNC_START_MS / 1000} s`,
+        };
+      }
+      await new Promise((r) => setTimeout(r, SYNC_POLL_MS));
+    }
+  } finally {
+    if (!detached) await detachNow().catch(() => undefined);
+    // Detached by us: the watchdog has nothing left to do. Otherwise it tries when the server stops.
+    if (detached) await rm(opts.detachScript, { force: true });
+  }
+}
+
+/** The first word of a Redis error reply (NOPERM, ERR, ...), never its text (it may echo arguments). */
+function redisErrorWord(err: unknown): string {
+  return /^[A-Z]+/.exec(err instanceof Error ? err.message : '')?.[0] ?? 'error';
+}
+
+/** A single-quoted sh word. */
+function quoteShell(value: string): string {
+  return `'${value.replace(/'/g, "'\\''")}'`;
 }
 
 /** A TCP port free on 127.0.0.1 at the time of the call. */

@@ -379,12 +379,50 @@ describe('engines', function () {
       assert.equal(await client.call('FCALL', 'envsnap_hello', '0'), 'hi');
       client.disconnect();
       assert.ok(
-        ctx.logs.some((line) => /redis: restored \d+ keys in 2 databases/.test(line)),
+        ctx.logs.some((line) => /redis: restored \d+ keys in 2 databases \(full sync\)/.test(line)),
         ctx.logs.join('\n'),
       );
 
       await restoreAll(engine, service(target), units, ctx, files);
       assert.deepEqual(await redisFingerprint(target), before);
+    });
+
+    it('copies key by key, equal to the backup, when the user may not make the target a replica (ACL)', async () => {
+      const engine = engineFor('redis');
+      const before = await redisFingerprint(source);
+      const units = await dumpAll(engine, service(source), ctx, files);
+      const admin = target.client(0);
+      await admin.flushall();
+      await admin.set('stale', 'x');
+      await admin.call(
+        'ACL',
+        'SETUSER',
+        'restorer',
+        'on',
+        '>restorer-pw',
+        '~*',
+        '&*',
+        '+@all',
+        '-replicaof',
+        '-config',
+      );
+      try {
+        const logs: string[] = [];
+        const restorer: ServiceTarget = {
+          ...service(target),
+          connection: { host: target.host, port: target.port, user: 'restorer', password: 'restorer-pw' },
+        };
+        await restoreAll(engine, restorer, units, { ...ctx, log: (m) => logs.push(m) }, files);
+        assert.deepEqual(await redisFingerprint(target), before);
+        assert.ok(
+          logs.some((l) => /copying key by key: .*NOPERM/.test(l)),
+          logs.join('\n'),
+        );
+        assert.deepEqual(await admin.config('GET', 'masterauth'), ['masterauth', '']);
+      } finally {
+        await admin.call('ACL', 'DELUSER', 'restorer');
+        admin.disconnect();
+      }
     });
 
     it('leaves the target alone when the backup is not a valid RDB', async () => {

@@ -27,7 +27,7 @@ import {
 } from '../../agent/engines/mariadb-swap.js';
 import { createMountArchive, extractMountArchive } from '../../agent/mount-archive.js';
 import { feedTool, spawnTool } from '../../agent/tool-process.js';
-import { ToolFailedError } from '../../shared/errors.js';
+import { TargetMismatchError, ToolFailedError } from '../../shared/errors.js';
 import { loadSakilaMariadb, loadSakilaPostgres, makeMountTree } from '../helpers/datasets.js';
 import { mariadbFingerprint, postgresFingerprint, treeFingerprint } from '../helpers/fingerprints.js';
 import type { RestoreChildJob } from '../helpers/restore-child.js';
@@ -616,6 +616,94 @@ describe('safe restores', function () {
         assert.equal(await client.exists('bulk:7'), 0);
         assert.equal(await client.dbsize(), size);
       } finally {
+        await client.flushall();
+        client.disconnect();
+      }
+    });
+    it('killed with SIGKILL during the full sync: the watchdog detaches the target, which holds the old data or the backup, never half, and takes writes again', async () => {
+      const service: ServiceTarget = {
+        name: 'cache',
+        kind: 'redis',
+        connection: { host: server.host, port: server.port, password: server.password },
+        databases: [],
+      };
+      const unit: DumpUnit = { database: '', format: 'rdb', fileName: 'dump.rdb' };
+      const client = server.client(0);
+      const role = async (): Promise<string> =>
+        /^role:(\w+)/m.exec(String(await client.info('replication')))?.[1] ?? '?';
+      try {
+        await client.eval("for i = 1, 1500000 do redis.call('SET', 'bulk:' .. i, i) end return 1", 0);
+        const file = await dumpTo(service, unit);
+        const backupSize = await client.dbsize();
+        await client.set('marker', 'after the backup');
+        await client.del('bulk:7');
+        const changedSize = await client.dbsize();
+        await client.config('SET', 'masterauth', 'the-targets-own-masterauth');
+
+        const { child, output } = startRestoreChild({ kind: 'service', service, unit, file, workDir: work });
+        let temp: number | undefined;
+        try {
+          await waitFor('the target to become a replica of the temporary server', 120_000, async () => {
+            temp ??= await tempServerOf(child.pid ?? -1);
+            return (await role()) === 'slave';
+          });
+        } finally {
+          await killAndReap(child);
+        }
+        assert.doesNotMatch(output(), /done/);
+        await waitFor('the watchdog to detach the target', 30_000, async () => (await role()) === 'master');
+        await waitFor(
+          'the watchdog to stop the temporary server',
+          10_000,
+          async () => !(await alive(temp ?? -1)),
+        );
+        assert.deepEqual(await client.config('GET', 'masterauth'), [
+          'masterauth',
+          'the-targets-own-masterauth',
+        ]);
+        const marker = await client.get('marker');
+        if (marker === null) {
+          // The sync had completed: the backup, whole.
+          assert.equal(await client.dbsize(), backupSize);
+          assert.equal(await client.get('bulk:7'), '7');
+        } else {
+          assert.equal(marker, 'after the backup');
+          assert.equal(await client.exists('bulk:7'), 0);
+          assert.equal(await client.dbsize(), changedSize);
+        }
+        await client.set('writable', 'yes');
+      } finally {
+        await client.config('SET', 'masterauth', '');
+        await client.flushall();
+        client.disconnect();
+      }
+    });
+
+    it('refuses a target that is a replica (e.g. left so by a restore killed with its watchdog), before touching it', async () => {
+      const service: ServiceTarget = {
+        name: 'cache',
+        kind: 'redis',
+        connection: { host: server.host, port: server.port, password: server.password },
+        databases: [],
+      };
+      const unit: DumpUnit = { database: '', format: 'rdb', fileName: 'dump.rdb' };
+      const client = server.client(0);
+      try {
+        await client.set('in-backup', 'x');
+        const file = await dumpTo(service, unit);
+        await client.set('precious', 'still here');
+        await client.call('REPLICAOF', '127.0.0.1', '1'); // a primary that is not there
+        await assert.rejects(
+          engineFor('redis').restore(service, unit, createReadStream(file), context(work)),
+          (err: unknown) =>
+            err instanceof TargetMismatchError &&
+            /is a replica of 127\.0\.0\.1:1/.test(err.message) &&
+            /REPLICAOF NO ONE/.test(err.hint ?? ''),
+        );
+        await client.call('REPLICAOF', 'NO', 'ONE');
+        assert.equal(await client.get('precious'), 'still here');
+      } finally {
+        await client.call('REPLICAOF', 'NO', 'ONE');
         await client.flushall();
         client.disconnect();
       }
