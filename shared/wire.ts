@@ -7,6 +7,8 @@
  * The .proto file is the contract; this file only mirrors it for the compiler.
  */
 
+import type { ArtifactStats } from './drill-stats.js';
+
 export type BackupStatus = 'PENDING' | 'IN_PROGRESS' | 'COMPLETE' | 'FAILED' | 'EXPIRING';
 
 export interface WireArtifact {
@@ -23,6 +25,8 @@ export interface WireArtifact {
   /** '' (none) or 'age-x25519'. */
   encryption?: string;
   keyFingerprint?: string;
+  /** Stats for restore drills; null/undefined when not recorded (normalize with statsFromWire). */
+  stats?: ArtifactStats | null;
 }
 
 export interface WireBackup {
@@ -49,6 +53,8 @@ export interface WireBackup {
     attempts: number;
     nextAttempt: string;
   }>;
+  /** The last restore drill; null when never drilled. */
+  drill?: WireBackupDrill | null;
 }
 
 export interface WireActivity {
@@ -137,14 +143,25 @@ export interface WireTask {
     | 'restoreMount'
     | 'hook'
     | 'dbDump'
-    | 'preRestoreCleanup';
+    | 'preRestoreCleanup'
+    | 'drillService'
+    | 'drillMount';
   preRestoreCleanup?: { service: WireServiceSpec };
   hook?: WireHookTask;
   dbDump?: { service: WireServiceSpec; dumpDirectory: string };
   fencingToken?: number;
   leaseTtlMs?: number;
-  backupService?: { service: WireServiceSpec; compression: string };
-  backupMount?: { mount: WireMountSpec; compression: string };
+  backupService?: {
+    service: WireServiceSpec;
+    compression: string;
+    /** checksums | counts | off ('' = off). */
+    drillStats?: string;
+    /** The site's writes are paused during this dump. */
+    quiesced?: boolean;
+  };
+  backupMount?: { mount: WireMountSpec; compression: string; drillStats?: string };
+  drillService?: { service: WireServiceSpec; artifacts: WireArtifact[] };
+  drillMount?: { mount: WireMountSpec; artifact: WireArtifact };
   restoreService?: { service: WireServiceSpec; artifacts: WireArtifact[] };
   restoreMount?: { mount: WireMountSpec; artifact: WireArtifact };
 }
@@ -155,7 +172,14 @@ export type WireAgentMessage =
   | { msg?: 'progress'; progress: WireProgress }
   | {
       msg?: 'result';
-      result: { taskId: string; ok: boolean; error: string; artifacts: WireArtifact[]; files?: string[] };
+      result: {
+        taskId: string;
+        ok: boolean;
+        error: string;
+        artifacts: WireArtifact[];
+        files?: string[];
+        drilled?: WireDrilledArtifact[];
+      };
     }
   | { msg?: 'log'; log: { taskId: string; level: string; message: string } };
 
@@ -259,4 +283,36 @@ export interface WirePruneDecision {
   keep: boolean;
   /** The rules that keep it, or why it goes. */
   reasons: string[];
+}
+
+/** One artifact as a drill found it in its scratch target (`DrilledArtifact` in the proto). */
+export interface WireDrilledArtifact {
+  name: string;
+  /** Unset when the restore failed. */
+  observed?: ArtifactStats | null;
+  error: string;
+  cleanupError: string;
+  seconds: number;
+}
+
+/** `ArtifactDrill` in the proto. */
+export interface WireArtifactDrill {
+  name: string;
+  result: string;
+  detail: string;
+  differences: string[];
+  informational: boolean;
+}
+
+/** A restore drill's outcome (`BackupDrill` in the proto). */
+export interface WireBackupDrill {
+  backupId: string;
+  environment: string;
+  time: string;
+  /** pass | fail */
+  result: string;
+  durationSeconds: number;
+  activityId: string;
+  source: string;
+  artifacts: WireArtifactDrill[];
 }

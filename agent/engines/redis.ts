@@ -181,7 +181,8 @@ export function targetOptions(conn: ResolvedConnection): RedisOptions {
   };
 }
 
-interface TempServer {
+/** A throwaway redis-server on loopback holding an RDB (restores and restore drills). */
+export interface TempServer {
   client: Redis;
   /** Rejects with ToolFailedError when the server exits before `stop()`. */
   exited: Promise<never>;
@@ -189,7 +190,7 @@ interface TempServer {
 }
 
 /** Starts redis-server on the RDB in `dir`, retrying on a port taken between probe and bind. */
-async function startTempServer(dir: string, signal: AbortSignal): Promise<TempServer> {
+export async function startTempServer(dir: string, signal: AbortSignal): Promise<TempServer> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await startTempServerOnce(dir, signal);
