@@ -172,9 +172,11 @@ export function createControllerHandlers(deps: {
     ListBackups: unary(async (req: { environment: string }) => ({
       backups: (await catalog.listBackups(req.environment || undefined)).map(withVerification),
     })),
-    GetBackup: unary(async (req: { backupId: string }) =>
-      withVerification(await catalog.getBackup(checkId(req.backupId, 'backup'))),
-    ),
+    GetBackup: unary(async (req: { backupId: string }) => {
+      const b = await catalog.getBackup(checkId(req.backupId, 'backup'));
+      // DrillRecord's fields are already the wire's (camelCase).
+      return { ...withVerification(b), drill: (await catalog.getDrill(b.id)) ?? null };
+    }),
     DeleteBackup: unary(async (req: { backupId: string }) =>
       wireBackup(await retention.delete(checkId(req.backupId, 'backup')), () => false),
     ),
@@ -222,6 +224,21 @@ export function createControllerHandlers(deps: {
         ...(req.location ? { location: req.location } : {}),
       });
       return { verifications: await Promise.all(all.map(verified)) };
+    }),
+    DrillBackup: unary(async (req: { backupId: string; environment: string; latest: boolean }) => {
+      if (Boolean(req.backupId) === req.latest) {
+        throw new InvalidArgumentError('name one backup ID or latest', {
+          hint: 'envsnap backup:drill ID, or envsnap backup:drill --latest -e ENV',
+        });
+      }
+      if (req.latest && !req.environment) {
+        throw new InvalidArgumentError('--latest needs an environment', { hint: 'pass -e ENV' });
+      }
+      return jobs.drillBackup({
+        ...(req.backupId ? { backupId: checkId(req.backupId, 'backup') } : { latest: true }),
+        ...(req.environment ? { environment: req.environment } : {}),
+        source: 'drill',
+      });
     }),
     // RepositoryReport's fields are already the wire's (camelCase).
     CheckRepository: unary((req: { repair: boolean }) => verifier.checkRepository(req.repair)),
