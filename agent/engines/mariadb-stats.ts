@@ -129,7 +129,7 @@ export async function drillMariadb(
   const cleanup = dropScratch(kind, conn, scratch, ctx);
   if (failure !== undefined) {
     await cleanup;
-    throw failure;
+    throw failure as Error;
   }
   return { tables: result ?? [], cleanup };
 }

@@ -254,7 +254,7 @@ export async function drillPostgresql(
   );
   if (failure !== undefined) {
     await cleanup;
-    throw failure;
+    throw failure as Error;
   }
   return { tables, cleanup };
 }
