@@ -42,12 +42,7 @@ export async function startStats(
   ctx: EngineContext,
 ): Promise<StatsCollection> {
   const none: StatsCollection = { unit, finish: () => Promise.resolve(undefined) };
-  if (
-    opts.level === 'off' ||
-    unit.format === 'pg_globals' ||
-    (unit.format === 'sql' && service.kind === 'postgresql')
-  )
-    return none;
+  if (opts.level === 'off' || unit.format === 'pg_globals') return none;
   const level = opts.level;
   const checksums = level === 'checksums';
   const nextTo: StatsBasis = opts.quiesced ? 'quiesced' : 'live';
