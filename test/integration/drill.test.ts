@@ -239,14 +239,21 @@ describe('backup:drill: restore drills into scratch targets (real servers)', fun
     const changed = new Map<string, { size: number; sha256: string }>();
     // Decompress, alter, recompress, and put the object back in place.
     for (const a of m.artifacts) {
-      if (a.name !== 'db/sakila.sql.zst' && a.name !== 'pg/sakila.pgdump.zst') continue;
+      if (!['db/sakila.sql.zst', 'pg/sakila.pgdump.zst', 'cache/dump.rdb.zst'].includes(a.name)) continue;
       const file = path.join(c.repository, 'backups', bad, ...a.name.split('/'));
       const raw = spawnSync('zstd', ['-dc', file], { maxBuffer: 1 << 30 });
       assert.equal(raw.status, 0, String(raw.stderr));
       let text = raw.stdout.toString('latin1');
+      // The RDB: one byte flipped in its body, which its CRC64 trailer catches when it loads.
+      if (a.name === 'cache/dump.rdb.zst') {
+        const at = Math.floor(text.length / 2);
+        text = text.slice(0, at) + String.fromCharCode(text.charCodeAt(at) ^ 0xff) + text.slice(at + 1);
+      }
       // One changed row (same length, so the PostgreSQL archive stays well-formed) ...
-      assert.ok(text.includes('PENELOPE'));
-      text = text.replace('PENELOPE', 'PENELOPX');
+      if (a.kind !== 'redis') {
+        assert.ok(text.includes('PENELOPE'));
+        text = text.replace('PENELOPE', 'PENELOPX');
+      }
       // ... and, in the SQL dump, a table that is not there any more under its name.
       if (a.name.endsWith('.sql.zst')) text = text.replaceAll('`category`', '`categorx`');
       const packed = spawnSync('zstd', ['-q', '-c'], {
@@ -260,7 +267,7 @@ describe('backup:drill: restore drills into scratch targets (real servers)', fun
       a.size_bytes = packed.stdout.length;
       a.sha256 = sha256;
     }
-    assert.equal(changed.size, 2);
+    assert.equal(changed.size, 3);
     await writeFile(
       path.join(c.repository, 'backups', bad, 'manifest.json'),
       JSON.stringify(m, null, 2) + '\n',
@@ -309,7 +316,10 @@ describe('backup:drill: restore drills into scratch targets (real servers)', fun
       pgd.differences.join('\n'),
     );
     assert.equal(pgd.differences.length, 1, pgd.differences.join('\n'));
-    assert.equal(byName.get('cache/dump.rdb.zst')?.result, 'pass');
+    // An artifact that does not restore at all is an error, and its throwaway server is gone too.
+    const rdb = byName.get('cache/dump.rdb.zst')!;
+    assert.equal(rdb.result, 'error', JSON.stringify(rdb));
+    assert.match(rdb.detail, /redis-server/);
     assert.equal(byName.get('media/files.tar.zst')?.result, 'pass');
 
     // The table output names what differed too, and exits 1.
@@ -331,5 +341,26 @@ describe('backup:drill: restore drills into scratch targets (real servers)', fun
       lines.join('\n'),
     );
     assert.ok((await metricLines('envsnap_drill_duration_seconds_count{')).length >= 1);
+  });
+
+  it('drills a live backup: PostgreSQL stats bind (same snapshot), MariaDB and Redis ones are informational', async () => {
+    const r = await c.cli(['backup:create', '-e', ENV, '--live', '--yes']);
+    assert.equal(r.code, 0, shown(r));
+    const live = /^Backup ID: ([0-9a-f]{20})$/m.exec(r.stdout)![1]!;
+    const m = await manifest(live);
+    const basis = Object.fromEntries(m.artifacts.map((a) => [a.name, a.stats?.basis ?? null]));
+    assert.deepEqual(basis, {
+      'cache/dump.rdb.zst': 'live',
+      'db/sakila.sql.zst': 'live',
+      'media/files.tar.zst': 'snapshot',
+      'pg/globals.sql.zst': null,
+      'pg/sakila.pgdump.zst': 'snapshot',
+    });
+    const { r: dr, out } = await drill([live]);
+    assert.equal(dr.code, 0, shown(dr));
+    assert.equal(out.result, 'pass');
+    assert.ok(out.artifacts.filter((a) => a.name !== 'pg/globals.sql.zst').every((a) => a.result === 'pass'));
+    await assertScratchGone();
+    assert.deepEqual(await fingerprints(), baseline, 'the drill changed the live data');
   });
 });
