@@ -3,7 +3,6 @@ import { mkdir, rm, stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
-import type { ArtifactStats } from '../shared/drill-stats.js';
 import { InvalidArgumentError, TaskAbortedError, errorMessage } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import type {
@@ -315,6 +314,7 @@ export class TaskRunner {
           ctx.signal.throwIfAborted();
           const name = `${spec.name}/${unit.fileName}${SUFFIX[compression as CompressionName]}`;
           const report = this.progress(task, name);
+          // Drill stats: before the dump, or (PostgreSQL) in the snapshot the dump is given.
           const collecting = await startStats(
             service,
             unit,
@@ -324,37 +324,35 @@ export class TaskRunner {
             },
             ctx,
           );
-          let uploaded: WireArtifact;
-          let stats: ArtifactStats | undefined;
-          try {
-            const dump = await engine.dump(service, collecting.unit, ctx);
-            uploaded = await compressAndUpload({
-              client: this.client(),
-              backupId: task.backupId,
-              taskId: task.taskId,
-              fencingToken: task.fencingToken ?? 0,
-              artifact: {
-                name,
-                service: spec.name,
-                kind: spec.kind,
-                node: this.nodeId,
-                database: unit.database,
-                format: unit.format,
-                compression,
-              },
-              source: dump.stdout,
-              sourceDone: dump.wait(),
-              stopSource: () => dump.kill(),
-              compression: this.compression,
-              encryption: this.encryption,
-              signal: ctx.signal,
-              onBytes: (n) => report(n),
-            });
-          } finally {
-            // Ends PostgreSQL's snapshot transaction whether the dump worked or not.
-            stats = await collecting.finish();
-          }
-          const artifact: WireArtifact = stats ? { ...uploaded, stats } : uploaded;
+          const endStats = async (err: unknown): Promise<never> => {
+            await collecting.finish();
+            throw err;
+          };
+          const dump = await engine.dump(service, collecting.unit, ctx).catch(endStats);
+          const artifact = await compressAndUpload({
+            client: this.client(),
+            backupId: task.backupId,
+            taskId: task.taskId,
+            fencingToken: task.fencingToken ?? 0,
+            artifact: {
+              name,
+              service: spec.name,
+              kind: spec.kind,
+              node: this.nodeId,
+              database: unit.database,
+              format: unit.format,
+              compression,
+            },
+            source: dump.stdout,
+            sourceDone: dump.wait(),
+            stopSource: () => dump.kill(),
+            compression: this.compression,
+            encryption: this.encryption,
+            signal: ctx.signal,
+            onBytes: (n) => report(n),
+          }).catch(endStats);
+          const stats = await collecting.finish();
+          if (stats) artifact.stats = stats;
           report(artifact.sizeBytes, true);
           this.metrics.bytesWritten.inc({ kind: spec.kind }, artifact.sizeBytes);
           ctx.log(`${name}: ${artifact.rawBytes} bytes dumped, ${artifact.sizeBytes} stored`);
