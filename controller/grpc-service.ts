@@ -283,6 +283,9 @@ export function createControllerHandlers(deps: {
       let trailer: Extract<WireUploadMessage, { trailer: unknown }>['trailer'] | undefined;
       let started = false;
       const data = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+      // Errors reach the agent through cb; before storage.put reads `data` (a refused header),
+      // destroying it with an error must not be an unhandled 'error' event that ends the process.
+      data.on('error', () => {});
       const fail = (err: unknown) => {
         data.destroy(err instanceof Error ? err : new Error(String(err)));
       };
