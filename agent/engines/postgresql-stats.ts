@@ -7,7 +7,7 @@
  * and, at level `checksums`, `sum(hashtextextended((row.*)::text, 0))`: an order-independent sum of a
  * 64-bit hash of each row's text form, so a changed, missing or added row changes it (except for
  * a 2^-64 chance per change). Rows are rendered with fixed settings (UTC, ISO dates, hex bytea,
- * `extra_float_digits = 1`), so that both sides render them alike. Cost: about 1.2 µs per row on
+ * `extra_float_digits = 1`), so that both sides render them alike. Cost: about 0.5 to 1.2 µs per row on
  * this machine (PostgreSQL 15), besides the count's scan; see docs/benchmarks.md.
  *
  * Same snapshot (basis `snapshot`): a psql session opens a `REPEATABLE READ, READ ONLY`
