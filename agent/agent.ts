@@ -83,8 +83,14 @@ export class Agent {
       {
         progress: (p) => this.send({ msg: 'progress', progress: p }, false),
         log: (taskId, level, message) => this.send({ msg: 'log', log: { taskId, level, message } }, false),
-        result: (taskId, ok, error, artifacts, files) =>
-          this.send({ msg: 'result', result: { taskId, ok, error, artifacts, files: files ?? [] } }, true),
+        result: (taskId, ok, error, artifacts, files, drilled) =>
+          this.send(
+            {
+              msg: 'result',
+              result: { taskId, ok, error, artifacts, files: files ?? [], drilled: drilled ?? [] },
+            },
+            true,
+          ),
       },
       this.metrics,
       this.logger,

@@ -56,6 +56,8 @@ import {
   TaskAbortedError,
   UnsafeArchiveEntryError,
 } from '../shared/errors.js';
+import type { TreeStats } from '../shared/drill-stats.js';
+import { TreeDigest } from './tree-digest.js';
 
 /** Top-level names envsnap uses inside a mount while restoring; never archived, never restored. */
 export const RESERVED_PREFIXES: readonly string[] = ['.envsnap-staging-', '.envsnap-old-'];
@@ -96,6 +98,12 @@ export interface CreateMountArchiveOptions {
   signal?: AbortSignal;
   /** Receives one line per skipped, changed or vanished entry (paths, never content). */
   log?: (message: string) => void;
+  /**
+   * Restore-drill stats (agent/tree-digest.ts) in `MountArchiveResult.tree`: `hash` adds the
+   * SHA-256 of every file's content and of the tree (the walk reads every byte anyway; hashing
+   * costs CPU), `counts` only counts, `off` (the default) skips both.
+   */
+  treeStats?: 'hash' | 'counts' | 'off';
 }
 
 export interface MountArchiveResult {
@@ -109,6 +117,8 @@ export interface MountArchiveResult {
   changed: number;
   /** Entries that disappeared between listing and reading. */
   vanished: number;
+  /** The tree digest of what was archived (see CreateMountArchiveOptions.treeStats); absent when off. */
+  tree?: TreeStats;
 }
 
 /**
@@ -146,6 +156,7 @@ export function createMountArchive(
       pack.finalize();
       await stopper.race(outputDone);
       finishedWriting = true;
+      if (walker.digest) walker.result.tree = walker.digest.result();
       return walker.result;
     } catch (err) {
       const reason = stopper.reason ?? err;
@@ -205,6 +216,7 @@ class TreeWalker {
   readonly result: MountArchiveResult = { entries: 0, bytes: 0, skipped: 0, changed: 0, vanished: 0 };
   private readonly exclude: RegExp[];
   private readonly log: (message: string) => void;
+  readonly digest: TreeDigest | undefined;
 
   constructor(
     private readonly root: string,
@@ -215,6 +227,8 @@ class TreeWalker {
   ) {
     this.exclude = (opts.exclude ?? []).map(globToRegExp);
     this.log = opts.log ?? (() => {});
+    const level = opts.treeStats ?? 'off';
+    this.digest = level === 'off' ? undefined : new TreeDigest(level === 'hash');
   }
 
   /**
@@ -333,6 +347,11 @@ class TreeWalker {
     const { header, body } = prepared;
     await this.writeEntry((cb) => this.pack.entry(header, body ?? EMPTY, cb));
     if (body) this.result.bytes += body.length;
+    if (this.digest) {
+      if (header.type === 'directory') this.digest.directory(header.name);
+      else if (header.type === 'symlink') this.digest.symlink(header.name, header.linkname ?? '');
+      else this.digest.file(header.name, body ?? EMPTY);
+    }
   }
 
   /** Streams a file too large to prepare in memory, in READ_CHUNK pieces, with backpressure. */
@@ -345,6 +364,7 @@ class TreeWalker {
       const size = st.size;
       let pos = 0;
       let short = false;
+      const contentHash = this.digest?.startFile();
       await this.writeEntry(async (cb) => {
         const sink = this.pack.entry({ name: path, type: 'file', size, ...meta(st) }, cb);
         while (pos < size) {
@@ -363,11 +383,13 @@ class TreeWalker {
             chunk = buf.subarray(0, bytesRead);
           }
           pos += chunk.length;
+          contentHash?.update(chunk);
           if (!sink.write(chunk)) await this.stopper.race(sinkDrained(sink));
         }
         sink.end(null);
       });
       this.result.bytes += size;
+      this.digest?.endFile(path, size, contentHash);
       await this.checkUnchanged(fh, st, path, short);
     } finally {
       await fh.close();

@@ -5,8 +5,15 @@ import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError, TaskAbortedError, errorMessage } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import type { WireArtifact, WireProgress, WireServiceSpec, WireTask } from '../shared/wire.js';
+import type {
+  WireArtifact,
+  WireDrilledArtifact,
+  WireProgress,
+  WireServiceSpec,
+  WireTask,
+} from '../shared/wire.js';
 import { allOrFirstError, compressAndUpload, downloadAndApply, keepOutput } from './artifact-pipelines.js';
+import { drillStatsLevel, startStats } from './backup-stats.js';
 import { SUFFIX, startCompressor, type CompressionName, type CompressionOptions } from './compression.js';
 import type { DumpUnit, EngineContext, ServiceTarget } from './engines/engine.js';
 import { checkKeyFor, type EncryptionKey } from './encryption.js';
@@ -14,6 +21,7 @@ import { engineFor } from './engines/index.js';
 import { QuiesceWatchdog, runHookCommands } from './hooks.js';
 import type { AgentMetrics } from './metrics.js';
 import { createMountArchive, extractMountArchive } from './mount-archive.js';
+import { drillMountArtifact, drillServiceArtifacts, type DrillDeps } from './restore-drill.js';
 import { resolveConnection } from './secrets.js';
 import type { StorageConfig } from '../shared/config.js';
 import type { StorageBackend } from '../shared/storage/backend.js';
@@ -25,7 +33,14 @@ import { ArtifactSinks } from './artifact-sinks.js';
 export interface TaskReporter {
   progress(p: WireProgress): void;
   log(taskId: string, level: 'info' | 'warn' | 'error', message: string): void;
-  result(taskId: string, ok: boolean, error: string, artifacts: WireArtifact[], files?: string[]): void;
+  result(
+    taskId: string,
+    ok: boolean,
+    error: string,
+    artifacts: WireArtifact[],
+    files?: string[],
+    drilled?: WireDrilledArtifact[],
+  ): void;
 }
 
 /** A counting semaphore: at most `limit` holders at once. */
@@ -235,12 +250,15 @@ export class TaskRunner {
           ? 'db-dump'
           : task.backupService || task.backupMount
             ? 'backup'
-            : 'restore';
+            : task.drillService || task.drillMount
+              ? 'drill'
+              : 'restore';
     const kind = task.hook
       ? 'hook'
       : (task.backupService?.service.kind ??
         task.restoreService?.service.kind ??
         task.dbDump?.service.kind ??
+        task.drillService?.service.kind ??
         'mount');
     // Dump intervals under a dump lock are logged, so that overlaps can be checked.
     const dumped = task.backupService?.service.name ?? task.dbDump?.service.name;
@@ -266,6 +284,7 @@ export class TaskRunner {
       };
       let artifacts: WireArtifact[] = [];
       let files: string[] = [];
+      let drilled: WireDrilledArtifact[] = [];
       if (task.hook) await this.hook(task, ctx);
       else if (task.preRestoreCleanup) {
         const spec = task.preRestoreCleanup.service;
@@ -285,10 +304,23 @@ export class TaskRunner {
       else if (task.backupMount) artifacts = [await this.backupMount(task, ctx)];
       else if (task.restoreService) await this.restoreService(task, ctx);
       else if (task.restoreMount) await this.restoreMount(task, ctx);
+      else if (task.drillService)
+        drilled = await drillServiceArtifacts(
+          this.drillDeps(task),
+          await this.target(task.drillService.service),
+          task.drillService.artifacts,
+          ctx,
+        );
+      else if (task.drillMount)
+        drilled = [
+          await this.slots.use(() =>
+            drillMountArtifact(this.drillDeps(task), task.drillMount!.mount, task.drillMount!.artifact, ctx),
+          ),
+        ];
       else throw new InvalidArgumentError('task has no work this agent understands; upgrade the agent');
       signal.throwIfAborted();
       this.metrics.tasks.inc({ type, kind, status: 'ok' });
-      this.reporter.result(task.taskId, true, '', artifacts, files);
+      this.reporter.result(task.taskId, true, '', artifacts, files, drilled);
     } catch (err) {
       const reason = signal.aborted ? errorMessage(signal.reason) : errorMessage(err);
       log('error', reason);
@@ -313,6 +345,16 @@ export class TaskRunner {
       if (!done && now - last < PROGRESS_EVERY_MS) return;
       last = now;
       this.reporter.progress({ taskId: task.taskId, artifact, bytes, totalBytes: 0, done });
+    };
+  }
+
+  private drillDeps(task: WireTask): DrillDeps {
+    return {
+      client: this.client,
+      encryption: this.encryption,
+      backupId: task.backupId,
+      taskId: task.taskId,
+      progress: (artifact) => this.progress(task, artifact),
     };
   }
 
@@ -347,7 +389,21 @@ export class TaskRunner {
             ctx.signal.throwIfAborted();
             const name = `${spec.name}/${unit.fileName}${SUFFIX[compression as CompressionName]}`;
             const report = this.progress(task, name);
-            const dump = await engine.dump(service, unit, ctx);
+            // Drill stats: before the dump, or (PostgreSQL) in the snapshot the dump is given.
+            const collecting = await startStats(
+              service,
+              unit,
+              {
+                level: drillStatsLevel(task.backupService?.drillStats),
+                quiesced: Boolean(task.backupService?.quiesced),
+              },
+              ctx,
+            );
+            const endStats = async (err: unknown): Promise<never> => {
+              await collecting.finish();
+              throw err;
+            };
+            const dump = await engine.dump(service, collecting.unit, ctx).catch(endStats);
             const artifact = await compressAndUpload({
               client: this.client(),
               backupId: task.backupId,
@@ -370,7 +426,9 @@ export class TaskRunner {
               signal: ctx.signal,
               onBytes: (n) => report(n),
               sinks,
-            });
+            }).catch(endStats);
+            const stats = await collecting.finish();
+            if (stats) artifact.stats = stats;
             report(artifact.sizeBytes, true);
             this.metrics.bytesWritten.inc({ kind: spec.kind }, artifact.sizeBytes);
             ctx.log(`${name}: ${artifact.rawBytes} bytes dumped, ${artifact.sizeBytes} stored`);
@@ -479,7 +537,12 @@ export class TaskRunner {
       return await this.slots.use(async () => {
         const name = `${mount.name}/files.tar${SUFFIX[compression as CompressionName]}`;
         const report = this.progress(task, name);
-        const archive = createMountArchive(mount.path, { exclude: mount.exclude, signal: ctx.signal });
+        const level = drillStatsLevel(task.backupMount?.drillStats);
+        const archive = createMountArchive(mount.path, {
+          exclude: mount.exclude,
+          signal: ctx.signal,
+          treeStats: level === 'checksums' ? 'hash' : level === 'counts' ? 'counts' : 'off',
+        });
         const artifact = await compressAndUpload({
           client: this.client(),
           backupId: task.backupId,
@@ -504,7 +567,9 @@ export class TaskRunner {
         });
         report(artifact.sizeBytes, true);
         this.metrics.bytesWritten.inc({ kind: 'mount' }, artifact.sizeBytes);
-        return artifact;
+        // The tree digest describes exactly the bytes archived: basis snapshot.
+        const tree = (await archive.done).tree;
+        return level !== 'off' && tree ? { ...artifact, stats: { basis: 'snapshot', level, tree } } : artifact;
       });
     } finally {
       await sinks?.close();

@@ -4,6 +4,7 @@ import { AgentUnavailableError, TaskAbortedError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { VERSION } from '../shared/proto.js';
 import type {
+  WireDrilledArtifact,
   WireAgentMessage,
   WireArtifact,
   WireControllerMessage,
@@ -20,6 +21,8 @@ export interface TaskOutcome {
   artifacts: WireArtifact[];
   /** db-dump: the files written on the node. */
   files?: string[];
+  /** Restore drills: one per artifact. */
+  drilled?: WireDrilledArtifact[];
 }
 
 /** Callbacks for what an agent reports while a task runs. */
@@ -207,7 +210,7 @@ export class AgentRegistry extends EventEmitter<{
         const t = session.tasks.get(r.taskId);
         if (!t) return;
         session.tasks.delete(r.taskId);
-        if (r.ok) t.resolve({ artifacts: r.artifacts, files: r.files ?? [] });
+        if (r.ok) t.resolve({ artifacts: r.artifacts, files: r.files ?? [], drilled: r.drilled ?? [] });
         else t.reject(new Error(r.error || 'task failed'));
         return;
       }

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Level } from 'level';
 import { NotFoundError } from '../shared/errors.js';
+import type { ArtifactDrillResult } from '../shared/drill-stats.js';
 import type { ArtifactEntry } from '../shared/manifest.js';
 
 /** Backup states, in the order a backup goes through them. */
@@ -62,7 +63,7 @@ export type ActivityState = 'pending' | 'in_progress' | 'complete' | 'failed';
 
 export interface ActivityRecord {
   id: string;
-  type: 'backup.create' | 'backup.restore' | 'db.dump';
+  type: 'backup.create' | 'backup.restore' | 'db.dump' | 'backup.drill';
   environment: string;
   state: ActivityState;
   created: string;
@@ -190,6 +191,21 @@ async function countKeys(keys: AsyncIterable<string>): Promise<number> {
   return n;
 }
 
+/** A backup's last restore drill (catalog key: the backup id; see JobManager.drillBackup). */
+export interface DrillRecord {
+  backupId: string;
+  environment: string;
+  /** When it started (ISO 8601). */
+  time: string;
+  /** fail when any artifact failed or could not be restored into its scratch target. */
+  result: 'pass' | 'fail';
+  durationSeconds: number;
+  activityId: string;
+  /** What ran it. */
+  source: 'drill' | 'schedule';
+  artifacts: ArtifactDrillResult[];
+}
+
 export interface AgentRecord {
   nodeId: string;
   lastSeen: string;
@@ -223,6 +239,7 @@ export class Catalog {
   private readonly locks;
   private readonly meta;
   private readonly verifications;
+  private readonly drills;
   private logSeq = 0;
   private closed = false;
 
@@ -239,6 +256,7 @@ export class Catalog {
     this.verifications = db.sublevel<string, VerificationRecord>('verifications', {
       valueEncoding: 'json',
     });
+    this.drills = db.sublevel<string, DrillRecord>('drills', { valueEncoding: 'json' });
   }
 
   /** Opens (creating) the catalog in `stateDir`. */
@@ -343,7 +361,7 @@ export class Catalog {
     return { backups, more };
   }
 
-  /** Removes a backup's entry, its index key and its verification record in one batch. */
+  /** Removes a backup's entry, its index key and its verification and drill records in one batch. */
   async deleteBackup(id: string): Promise<void> {
     const b = await this.backups.get(id);
     await this.db.batch([
@@ -352,7 +370,18 @@ export class Catalog {
         ? [{ type: 'del' as const, key: indexKey(b.environment, id), sublevel: this.byEnvironment }]
         : []),
       { type: 'del', key: id, sublevel: this.verifications },
+      { type: 'del', key: id, sublevel: this.drills },
     ]);
+  }
+
+  /** Records a backup's last restore drill (replacing the previous one). */
+  async putDrill(d: DrillRecord): Promise<void> {
+    await this.drills.put(d.backupId, d);
+  }
+
+  /** A backup's last restore drill; undefined when never drilled. */
+  async getDrill(backupId: string): Promise<DrillRecord | undefined> {
+    return this.drills.get(backupId);
   }
 
   async putVerification(v: VerificationRecord): Promise<void> {

@@ -197,9 +197,11 @@ export function createControllerHandlers(deps: {
         };
       },
     ),
-    GetBackup: unary(async (req: { backupId: string }) =>
-      withVerification(await catalog.getBackup(checkId(req.backupId, 'backup'))),
-    ),
+    GetBackup: unary(async (req: { backupId: string }) => {
+      const b = await catalog.getBackup(checkId(req.backupId, 'backup'));
+      // DrillRecord's fields are already the wire's (camelCase).
+      return { ...withVerification(b), drill: (await catalog.getDrill(b.id)) ?? null };
+    }),
     DeleteBackup: unary(async (req: { backupId: string }) =>
       wireBackup(await retention.delete(checkId(req.backupId, 'backup')), () => false),
     ),
@@ -248,6 +250,21 @@ export function createControllerHandlers(deps: {
       });
       return { verifications: await Promise.all(all.map(verified)) };
     }),
+    DrillBackup: unary(async (req: { backupId: string; environment: string; latest: boolean }) => {
+      if (Boolean(req.backupId) === req.latest) {
+        throw new InvalidArgumentError('name one backup ID or latest', {
+          hint: 'envsnap backup:drill ID, or envsnap backup:drill --latest -e ENV',
+        });
+      }
+      if (req.latest && !req.environment) {
+        throw new InvalidArgumentError('--latest needs an environment', { hint: 'pass -e ENV' });
+      }
+      return jobs.drillBackup({
+        ...(req.backupId ? { backupId: checkId(req.backupId, 'backup') } : { latest: true }),
+        ...(req.environment ? { environment: req.environment } : {}),
+        source: 'drill',
+      });
+    }),
     // RepositoryReport's fields are already the wire's (camelCase).
     CheckRepository: unary((req: { repair: boolean }) => verifier.checkRepository(req.repair)),
     ListActivities: unary(async (req: { environment: string; limit: number }) => ({
@@ -291,6 +308,9 @@ export function createControllerHandlers(deps: {
       let trailer: Extract<WireUploadMessage, { trailer: unknown }>['trailer'] | undefined;
       let started = false;
       const data = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+      // Errors reach the agent through cb; before storage.put reads `data` (a refused header),
+      // destroying it with an error must not be an unhandled 'error' event that ends the process.
+      data.on('error', () => {});
       const fail = (err: unknown) => {
         data.destroy(err instanceof Error ? err : new Error(String(err)));
       };

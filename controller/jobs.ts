@@ -16,6 +16,7 @@ import {
   TargetMismatchError,
   errorMessage,
 } from '../shared/errors.js';
+import { judgeArtifact, statsFromWire, type ArtifactDrillResult } from '../shared/drill-stats.js';
 import { newId } from '../shared/ids.js';
 import type { Logger } from '../shared/logger.js';
 import {
@@ -38,7 +39,14 @@ import type { WireArtifact, WireDirectCopy, WireHookTask, WireTask } from '../sh
 import type { ActivityHub } from './activity-hub.js';
 import { CANCELLED_REASONS_KEPT, type AgentRegistry, type TaskOutcome } from './agent-registry.js';
 import { copyLocations } from './backup-copies.js';
-import type { ActivityRecord, BackupRecord, Catalog, LockRecord, ReplicaState } from './catalog.js';
+import type {
+  ActivityRecord,
+  BackupRecord,
+  Catalog,
+  DrillRecord,
+  LockRecord,
+  ReplicaState,
+} from './catalog.js';
 import { lockKey, type LockManager } from './lock-manager.js';
 import type { ControllerMetrics } from './metrics.js';
 import { QuiescedSite, byNode } from './quiesce.js';
@@ -567,7 +575,12 @@ export class JobManager {
             return this.runLeased(job, env, p.service, first, 'backup', log, (t, token) => ({
               ...base,
               taskId: t.taskId,
-              backupService: { service: spec, compression },
+              backupService: {
+                service: spec,
+                compression,
+                drillStats: env.drill_stats,
+                quiesced: site !== undefined,
+              },
               fencingToken: token,
               leaseTtlMs: this.locks.ttlMs,
             }));
@@ -576,7 +589,7 @@ export class JobManager {
           return this.runTracked(job, first, {
             ...base,
             taskId: first.taskId,
-            backupMount: { mount: mountSpec(p.mount!), compression },
+            backupMount: { mount: mountSpec(p.mount!), compression, drillStats: env.drill_stats },
           }).then((outcome) => ({ task: first, outcome }));
         }),
       );
@@ -1079,6 +1092,232 @@ export class JobManager {
   }
 
   /**
+   * Restore drill (README, "Restore drills"): the environment's nodes restore every artifact of a
+   * complete backup into throwaway targets (scratch databases `<db>__envsnap_drill`, a throwaway
+   * redis-server, a scratch directory; never the live data), recompute the stats the manifest
+   * recorded at backup time, and remove the targets; the controller compares
+   * (shared/drill-stats.ts), records the result in the catalog and the metrics, and resolves with it.
+   * Each artifact is first read back and checked against its size and SHA-256 (the first good copy
+   * of any location is used). An artifact that does not restore, or whose data differs, fails the
+   * drill; the others are still drilled. Stats taken outside the dump's snapshot (live backups)
+   * are compared but only reported.
+   *
+   * @param req `backupId`, or `environment` with `latest` for its newest complete backup.
+   * @throws NotFoundError for an unknown backup or environment, or no complete backup.
+   * @throws NotRestorableError when the backup is not complete.
+   * @throws EnvironmentInactiveError when its environment is inactive.
+   * @throws InvalidArgumentError when a drill of the environment runs already.
+   */
+  async drillBackup(req: {
+    backupId?: string;
+    environment?: string;
+    latest?: boolean;
+    source: DrillRecord['source'];
+  }): Promise<DrillRecord> {
+    if (!this.accepting) throw new ShuttingDownError();
+    let backup: BackupRecord;
+    if (req.latest) {
+      const env = this.environment(req.environment ?? '');
+      const found = (await this.catalog.listBackups(env.name)).find((b) => b.status === 'complete');
+      if (!found)
+        throw new NotFoundError(`environment ${env.name} has no complete backup to drill`, {
+          hint: 'create one with envsnap backup:create',
+        });
+      backup = found;
+    } else {
+      backup = await this.catalog.getBackup(req.backupId ?? '');
+      if (req.environment && req.environment !== backup.environment) {
+        throw new InvalidArgumentError(
+          `backup ${backup.id} belongs to environment ${backup.environment}, not ${req.environment}`,
+          { hint: "a drill runs on the nodes of the backup's own environment" },
+        );
+      }
+    }
+    if (backup.status !== 'complete') {
+      throw new NotRestorableError(
+        `backup ${backup.id} is ${backup.status}; only complete backups are drilled`,
+      );
+    }
+    const env = this.environment(backup.environment);
+    if (!env.active) throw new EnvironmentInactiveError(env.name);
+    for (const j of this.running.values()) {
+      if (j.type === 'backup.drill' && j.activity.environment === env.name) {
+        throw new InvalidArgumentError(
+          `environment "${env.name}" has a running drill (activity ${j.activity.id})`,
+          { hint: 'wait for it to finish' },
+        );
+      }
+    }
+    const activity: ActivityRecord = {
+      id: newId(),
+      type: 'backup.drill',
+      environment: env.name,
+      state: 'pending',
+      created: new Date().toISOString(),
+      backupId: backup.id,
+      description: `restore drill of backup ${backup.id} (${env.name})`,
+    };
+    await this.catalog.putActivity(activity);
+    const job = this.register(activity, backup.id);
+    const done = this.runDrill(job, backup, env, req.source);
+    job.done = done.then(() => undefined);
+    return done;
+  }
+
+  private async runDrill(
+    job: RunningJob,
+    backup: BackupRecord,
+    env: EnvironmentConfig,
+    source: DrillRecord['source'],
+  ): Promise<DrillRecord> {
+    const started = Date.now();
+    const log = (level: 'info' | 'warn' | 'error', msg: string) => this.hub.log(job.activity.id, level, msg);
+    const results = new Map<string, ArtifactDrillResult>();
+    const recorded = new Map(backup.artifacts.map((a) => [a.name, a]));
+    const fail = (name: string, detail: string) =>
+      results.set(name, { name, result: 'error', detail, differences: [], informational: false });
+    try {
+      await this.setActivity(job, { state: 'in_progress' });
+      log(
+        'info',
+        `Restore drill of backup ${backup.id} of ${env.name}: scratch targets only, the live data is not touched`,
+      );
+      // Group the artifacts per service or mount, each on a node of the environment.
+      const plan: Array<{ task: JobTask; work: WireTask; artifacts: ArtifactEntry[] }> = [];
+      const byName = new Map<string, ArtifactEntry[]>();
+      for (const a of backup.artifacts) byName.set(a.service, [...(byName.get(a.service) ?? []), a]);
+      for (const [name, arts] of byName) {
+        const kind = arts[0]!.kind;
+        for (const a of arts) {
+          if (a.format === 'pg_globals')
+            results.set(a.name, {
+              name: a.name,
+              result: 'skipped',
+              detail: 'roles are server-wide: a drill does not restore them',
+              differences: [],
+              informational: false,
+            });
+        }
+        const todo = arts.filter((a) => a.format !== 'pg_globals');
+        if (todo.length === 0) continue;
+        const svc = kind === 'mount' ? undefined : env.services.find((s) => s.name === name);
+        const mnt = kind === 'mount' ? env.mounts.find((m) => m.name === name) : undefined;
+        const node = mnt?.node ?? svc?.nodes.find((n) => this.agents.isConnected(n)) ?? svc?.nodes[0] ?? '';
+        if ((!svc && !mnt) || (svc && COMPATIBLE_KINDS[svc.kind] !== COMPATIBLE_KINDS[kind])) {
+          for (const a of todo) fail(a.name, `${kind} ${name} is not in the config of ${env.name} any more`);
+          continue;
+        }
+        if (!this.agents.isConnected(node)) {
+          for (const a of todo) fail(a.name, `no agent connected for node ${node}`);
+          continue;
+        }
+        // Bytes first: an artifact without a good copy anywhere cannot be drilled.
+        const good: ArtifactEntry[] = [];
+        for (const a of todo) {
+          job.abort.signal.throwIfAborted();
+          try {
+            job.sources.set(a.name, await this.pickSource(backup, a, job.abort.signal, log));
+            good.push(a);
+          } catch (err) {
+            if (!(err instanceof ArtifactCorruptError)) throw err;
+            fail(a.name, err.message);
+          }
+        }
+        if (good.length === 0) continue;
+        const task = this.addTask(job, { name, kind: svc?.kind ?? 'mount', node });
+        const base = { taskId: task.taskId, activityId: job.activity.id, backupId: backup.id };
+        const work: WireTask = mnt
+          ? { ...base, drillMount: { mount: mountSpec(mnt), artifact: toWire(good[0]!) } }
+          : { ...base, drillService: { service: serviceSpec(svc!), artifacts: good.map(toWire) } };
+        plan.push({ task, work, artifacts: good });
+      }
+      log(
+        'info',
+        `${plan.reduce((n, p) => n + p.artifacts.length, 0)} artifacts to drill on ${new Set(plan.map((p) => p.task.nodeId)).size} node(s)`,
+      );
+      const outcomes = await Promise.allSettled(
+        plan.map(({ task, work }) => {
+          log('info', `${task.kind} ${task.name}: drilling on ${task.nodeId}`);
+          return this.runTracked(job, task, work);
+        }),
+      );
+      job.abort.signal.throwIfAborted();
+      for (const [i, o] of outcomes.entries()) {
+        const p = plan[i]!;
+        if (o.status === 'rejected') {
+          for (const a of p.artifacts) fail(a.name, errorMessage(o.reason));
+          continue;
+        }
+        const drilled = new Map((o.value.drilled ?? []).map((d) => [d.name, d]));
+        for (const a of p.artifacts) {
+          const d = drilled.get(a.name);
+          const judged = judgeArtifact(a.name, a.stats, {
+            error: d ? d.error : 'the agent did not report this artifact',
+            observed: d ? statsFromWire(d.observed, a.kind) : undefined,
+          });
+          if (d?.cleanupError) {
+            judged.detail += `; scratch target not removed: ${d.cleanupError}`;
+            log('error', `${a.name}: ${d.cleanupError}`);
+          }
+          results.set(a.name, judged);
+        }
+      }
+    } catch (err) {
+      const reason = errorMessage(err);
+      this.abortJob(job, reason);
+      for (const a of backup.artifacts) if (!results.has(a.name)) fail(a.name, `drill stopped: ${reason}`);
+    }
+    const artifacts = [...recorded.keys()].sort().map(
+      (name) =>
+        results.get(name) ?? {
+          name,
+          result: 'error' as const,
+          detail: 'not drilled',
+          differences: [],
+          informational: false,
+        },
+    );
+    const bad = artifacts.filter((a) => a.result === 'fail' || a.result === 'error');
+    const record: DrillRecord = {
+      backupId: backup.id,
+      environment: env.name,
+      time: job.activity.created,
+      result: bad.length === 0 ? 'pass' : 'fail',
+      durationSeconds: (Date.now() - started) / 1000,
+      activityId: job.activity.id,
+      source,
+      artifacts,
+    };
+    for (const a of artifacts) {
+      const level =
+        a.result === 'fail' || a.result === 'error' ? 'error' : a.differences.length ? 'warn' : 'info';
+      log(level, `${a.name}: ${a.result}${a.informational ? ' (informational)' : ''}: ${a.detail}`);
+    }
+    await this.catalog
+      .putDrill(record)
+      .catch((err: unknown) => log('error', `cannot record the drill: ${errorMessage(err)}`));
+    const labels = { environment: env.name, result: record.result };
+    this.metrics.drills.inc(labels);
+    this.metrics.drillDuration.observe(labels, record.durationSeconds);
+    this.metrics.drillLastResult.set({ environment: env.name, status: record.result }, 1);
+    this.metrics.drillLastResult.set(
+      { environment: env.name, status: record.result === 'pass' ? 'fail' : 'pass' },
+      0,
+    );
+    this.metrics.drillLastRun.set({ environment: env.name, status: record.result }, Date.now() / 1000);
+    const summary = `Restore drill of ${backup.id}: ${record.result} (${artifacts.length - bad.length} of ${artifacts.length} artifacts pass or skipped) in ${record.durationSeconds.toFixed(1)} s`;
+    log(record.result === 'pass' ? 'info' : 'error', summary);
+    await this.finishActivity(
+      job,
+      record.result === 'pass' ? 'complete' : 'failed',
+      record.result === 'pass'
+        ? undefined
+        : `drill failed: ${bad.map((a) => `${a.name}: ${a.detail}`).join('; ')}`,
+    );
+    return record;
+  }
+
+  /**
    * Re-reads one stored artifact and checks its size and SHA-256 against the manifest.
    *
    * @throws ArtifactCorruptError when it is missing or differs.
@@ -1357,7 +1596,10 @@ export class JobManager {
     artifactName: string,
   ): { environment: string; signal: AbortSignal; storage: StorageBackend; key: string } {
     const job = [...this.running.values()].find(
-      (j) => j.backupId === backupId && j.type === 'backup.restore' && j.tasks.has(taskId),
+      (j) =>
+        j.backupId === backupId &&
+        (j.type === 'backup.restore' || j.type === 'backup.drill') &&
+        j.tasks.has(taskId),
     );
     if (!job) throw new NotFoundError(`no running restore task ${taskId} for backup ${backupId}`);
     const task = job.tasks.get(taskId)!;
@@ -1418,6 +1660,7 @@ function consistencyOf(kind: string): string {
 
 /** Manifest entry from a wire artifact. */
 export function toEntry(a: WireArtifact): ArtifactEntry {
+  const stats = statsFromWire(a.stats, a.kind);
   return {
     name: a.name,
     service: a.service,
@@ -1433,6 +1676,7 @@ export function toEntry(a: WireArtifact): ArtifactEntry {
       ? { encryption: 'age-x25519' as const, key_fingerprint: a.keyFingerprint ?? '' }
       : {}),
     ...(a.key ? { key: a.key } : {}),
+    ...(stats ? { stats } : {}),
   };
 }
 
@@ -1452,6 +1696,7 @@ export function toWire(a: ArtifactEntry): WireArtifact {
     encryption: a.encryption ?? '',
     keyFingerprint: a.key_fingerprint ?? '',
     key: a.key ?? '',
+    stats: a.stats ?? null,
   };
 }
 

@@ -174,6 +174,32 @@ export class ControllerMetrics {
     },
   });
 
+  readonly drills = new Counter({
+    name: 'envsnap_drills_total',
+    help: 'Restore drills finished, by environment and result (pass, fail).',
+    labelNames: ['environment', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly drillLastResult = new Gauge({
+    name: 'envsnap_drill_last_result',
+    help: 'The last restore drill of each environment: 1 on the series of its result (pass or fail), 0 on the other.',
+    labelNames: ['environment', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly drillLastRun = new Gauge({
+    name: 'envsnap_drill_last_run_timestamp_seconds',
+    help: 'Unix time of the last restore drill of each environment, by result.',
+    labelNames: ['environment', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly drillDuration = new Histogram({
+    name: 'envsnap_drill_duration_seconds',
+    help: 'Wall time of restore drills: download, scratch restores, stats, cleanup.',
+    labelNames: ['environment', 'result'] as const,
+    buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200],
+    registers: [this.registry],
+  });
+
   constructor() {
     registerProcessMetrics(this.registry, 'envsnap_controller_');
   }

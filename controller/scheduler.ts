@@ -40,6 +40,8 @@ const MAX_LOOKBACK_SECONDS = 7 * 24 * 3600;
 export class Scheduler {
   private readonly entries: Entry[] = [];
   private pruneTask: ScheduledTask | undefined;
+  /** Each environment's `drill_schedule`: a restore drill of its newest complete backup. */
+  private readonly drillTasks: ScheduledTask[] = [];
   private stopped = false;
 
   constructor(
@@ -69,6 +71,15 @@ export class Scheduler {
         this.entries.push(entry);
       });
     }
+    for (const env of this.environments) {
+      if (!env.active || !env.drill_schedule) continue;
+      const task = cron.createTask(env.drill_schedule, () => this.drill(env.name), {
+        name: `drill ${env.name}`,
+        suppressMissedWarning: true,
+      });
+      this.drillTasks.push(task);
+      await task.start();
+    }
     for (const e of this.entries) await this.catchUp(e);
     for (const e of this.entries) await e.task.start();
     this.pruneTask = cron.createTask(this.pruneSchedule, () => this.periodicPrune(), {
@@ -85,6 +96,27 @@ export class Scheduler {
       if (gone.length) this.logger.info({ pruned: gone.length }, 'periodic prune');
     } catch (err) {
       this.logger.error({ err: errorMessage(err) }, 'periodic prune failed');
+    }
+  }
+
+  /**
+   * A scheduled restore drill of the environment's newest complete backup. Never throws: the
+   * result is in the catalog and the metrics (envsnap_drill_last_result); a drill that cannot
+   * start (no complete backup, agents missing) is logged and counted as failed.
+   */
+  private async drill(environment: string): Promise<void> {
+    try {
+      const r = await this.jobs.drillBackup({ environment, latest: true, source: 'schedule' });
+      this.logger[r.result === 'pass' ? 'info' : 'error'](
+        { environment, backup: r.backupId, result: r.result },
+        'scheduled restore drill finished',
+      );
+    } catch (err) {
+      this.logger.error({ environment, err: errorMessage(err) }, 'scheduled restore drill could not run');
+      this.metrics.drills.inc({ environment, result: 'fail' });
+      this.metrics.drillLastResult.set({ environment, status: 'fail' }, 1);
+      this.metrics.drillLastResult.set({ environment, status: 'pass' }, 0);
+      this.metrics.drillLastRun.set({ environment, status: 'fail' }, Date.now() / 1000);
     }
   }
 
@@ -228,6 +260,8 @@ export class Scheduler {
     this.stopped = true;
     for (const e of this.entries) await e.task.destroy();
     this.entries.length = 0;
+    for (const t of this.drillTasks) await t.destroy();
+    this.drillTasks.length = 0;
     await this.pruneTask?.destroy();
     this.pruneTask = undefined;
   }

@@ -182,6 +182,13 @@ const environmentSchema = z
      * been told to resume after this long runs the resume hooks by itself.
      */
     max_pause: z.number().positive().default(600),
+    /**
+     * What backups record for restore drills (README, "Restore drills"): `checksums` (row counts and
+     * table checksums, key counts, file counts and content hashes), `counts` (counts only), `off`.
+     */
+    drill_stats: z.enum(['checksums', 'counts', 'off']).default('checksums'),
+    /** When the newest complete backup is drilled (cron spec, controller's time zone); off when absent. */
+    drill_schedule: cronSpec.optional(),
   })
   .strict()
   .superRefine((e, ctx) => {

@@ -1,3 +1,4 @@
+import type { ArtifactStats } from './drill-stats.js';
 import { InvalidArgumentError } from './errors.js';
 
 /**
@@ -15,7 +16,9 @@ import { InvalidArgumentError } from './errors.js';
  *                    "size_bytes": 123, "sha256": "…64 hex…", "raw_bytes": 456 } ] }
  * ```
  *
- * Readers check `format_version` first and refuse versions they do not know.
+ * Readers check `format_version` first and refuse versions they do not know. Optional fields
+ * added within version 1 (`encryption`, `key_fingerprint`, `stats`) are absent from older
+ * manifests, which stay valid; readers ignore fields they do not know.
  */
 export const MANIFEST_FORMAT = 'envsnap-manifest';
 export const MANIFEST_VERSION = 1;
@@ -51,6 +54,12 @@ export interface ArtifactEntry {
    * `attemptArtifactKey` in shared/storage/keys.ts).
    */
   key?: string;
+  /**
+   * What the data held at backup time, for restore drills (shared/drill-stats.ts); absent when the
+   * environment's `drill_stats` is `off`, for PostgreSQL globals, and in manifests written before
+   * drills existed.
+   */
+  stats?: ArtifactStats;
 }
 
 export interface Manifest {

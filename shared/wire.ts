@@ -7,6 +7,8 @@
  * The .proto file is the contract; this file only mirrors it for the compiler.
  */
 
+import type { ArtifactStats } from './drill-stats.js';
+
 export type BackupStatus = 'PENDING' | 'IN_PROGRESS' | 'COMPLETE' | 'FAILED' | 'EXPIRING';
 
 export interface WireArtifact {
@@ -25,6 +27,8 @@ export interface WireArtifact {
   keyFingerprint?: string;
   /** Storage key when not the canonical `backups/<id>/<name>` ('' = canonical). */
   key?: string;
+  /** Stats for restore drills; null/undefined when not recorded (normalize with statsFromWire). */
+  stats?: ArtifactStats | null;
 }
 
 /** Where an agent writes (backups) or reads (restores) an artifact: `StorageTarget` in the proto. */
@@ -82,6 +86,8 @@ export interface WireBackup {
   copies?: string[];
   /** Copies deleted by retention. */
   pruned?: Array<{ location: string; time: string; reason: string }>;
+  /** The last restore drill; null when never drilled. */
+  drill?: WireBackupDrill | null;
 }
 
 /** `ListBackupsResponse`. */
@@ -179,14 +185,25 @@ export interface WireTask {
     | 'restoreMount'
     | 'hook'
     | 'dbDump'
-    | 'preRestoreCleanup';
+    | 'preRestoreCleanup'
+    | 'drillService'
+    | 'drillMount';
   preRestoreCleanup?: { service: WireServiceSpec };
   hook?: WireHookTask;
   dbDump?: { service: WireServiceSpec; dumpDirectory: string };
   fencingToken?: number;
   leaseTtlMs?: number;
-  backupService?: { service: WireServiceSpec; compression: string };
-  backupMount?: { mount: WireMountSpec; compression: string };
+  backupService?: {
+    service: WireServiceSpec;
+    compression: string;
+    /** checksums | counts | off ('' = off). */
+    drillStats?: string;
+    /** The site's writes are paused during this dump. */
+    quiesced?: boolean;
+  };
+  backupMount?: { mount: WireMountSpec; compression: string; drillStats?: string };
+  drillService?: { service: WireServiceSpec; artifacts: WireArtifact[] };
+  drillMount?: { mount: WireMountSpec; artifact: WireArtifact };
   restoreService?: { service: WireServiceSpec; artifacts: WireArtifact[] };
   restoreMount?: { mount: WireMountSpec; artifact: WireArtifact };
   /** Backups: every location of the environment, primary first (absent from older controllers). */
@@ -201,7 +218,14 @@ export type WireAgentMessage =
   | { msg?: 'progress'; progress: WireProgress }
   | {
       msg?: 'result';
-      result: { taskId: string; ok: boolean; error: string; artifacts: WireArtifact[]; files?: string[] };
+      result: {
+        taskId: string;
+        ok: boolean;
+        error: string;
+        artifacts: WireArtifact[];
+        files?: string[];
+        drilled?: WireDrilledArtifact[];
+      };
     }
   | { msg?: 'log'; log: { taskId: string; level: string; message: string } };
 
@@ -314,4 +338,36 @@ export interface WireLocationPruneDecision {
   location: string;
   keep: boolean;
   reasons: string[];
+}
+
+/** One artifact as a drill found it in its scratch target (`DrilledArtifact` in the proto). */
+export interface WireDrilledArtifact {
+  name: string;
+  /** Unset when the restore failed. */
+  observed?: ArtifactStats | null;
+  error: string;
+  cleanupError: string;
+  seconds: number;
+}
+
+/** `ArtifactDrill` in the proto. */
+export interface WireArtifactDrill {
+  name: string;
+  result: string;
+  detail: string;
+  differences: string[];
+  informational: boolean;
+}
+
+/** A restore drill's outcome (`BackupDrill` in the proto). */
+export interface WireBackupDrill {
+  backupId: string;
+  environment: string;
+  time: string;
+  /** pass | fail */
+  result: string;
+  durationSeconds: number;
+  activityId: string;
+  source: string;
+  artifacts: WireArtifactDrill[];
 }

@@ -33,6 +33,11 @@ export interface DumpUnit {
   format: ArtifactFormat;
   /** Base file name without compression suffix, e.g. "sakila.sql", "sakila.pgdump", "globals.sql", "dump.rdb". */
   fileName: string;
+  /**
+   * PostgreSQL: a snapshot exported by another session (`pg_export_snapshot()`), for
+   * `pg_dump --snapshot=`, so that the dump and the restore-drill stats see the same data.
+   */
+  snapshot?: string;
 }
 
 /** A running dump: raw (uncompressed) bytes come out of `stdout`. */

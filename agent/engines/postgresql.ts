@@ -150,6 +150,7 @@ export class PostgresqlEngine implements Engine {
               unit.format === 'sql' ? '--format=plain' : '--format=custom',
               '--compress=0',
               '--no-password',
+              ...(unit.snapshot ? [`--snapshot=${unit.snapshot}`] : []),
               `--dbname=${conninfo(unit.database)}`,
             ],
           ];

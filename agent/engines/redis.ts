@@ -231,7 +231,8 @@ export function targetOptions(conn: ResolvedConnection): RedisOptions {
   };
 }
 
-interface TempServer {
+/** A throwaway redis-server on loopback holding an RDB (restores and restore drills). */
+export interface TempServer {
   client: Redis;
   /** Its loopback port and its (random) password. */
   port: number;
@@ -250,10 +251,10 @@ interface WatchdogOptions {
 }
 
 /** Starts redis-server on the RDB in `dir`, retrying on a port taken between probe and bind. */
-async function startTempServer(
+export async function startTempServer(
   dir: string,
   signal: AbortSignal,
-  watchdog: WatchdogOptions,
+  watchdog?: WatchdogOptions,
 ): Promise<TempServer> {
   for (let attempt = 1; ; attempt++) {
     try {
@@ -288,7 +289,7 @@ const WATCHDOG = [
 async function startTempServerOnce(
   dir: string,
   signal: AbortSignal,
-  watchdog: WatchdogOptions,
+  watchdog: WatchdogOptions | undefined,
 ): Promise<TempServer> {
   const port = await freeLoopbackPort();
   const password = randomBytes(24).toString('hex');
@@ -316,9 +317,10 @@ async function startTempServerOnce(
   if ((await toolOnPath('redis-server')) === null) throw new ToolMissingError('redis-server', SERVER_PACKAGE);
   const proc: ToolProcess = spawnTool(
     'sh',
-    ['-c', WATCHDOG, 'sh', watchdog.detachScript, 'redis-server', configFile],
+    // Without a target (restore drills) there is nothing to detach: a script that never exists.
+    ['-c', WATCHDOG, 'sh', watchdog?.detachScript ?? join(dir, 'no-detach.sh'), 'redis-server', configFile],
     {
-      env: { REDISCLI_AUTH: watchdog.targetPassword },
+      env: { REDISCLI_AUTH: watchdog?.targetPassword },
       stdio: ['pipe', 'ignore'],
       signal,
       debianPackage: 'dash',

@@ -15,6 +15,8 @@ import { createHash } from 'node:crypto';
 
 export const STAGING_SUFFIX = '__envsnap_staging';
 export const PRE_RESTORE_SUFFIX = '__envsnap_pre_restore';
+/** Restore drills load a backup into `<db>__envsnap_drill` and drop it afterwards (agent/restore-drill.ts). */
+export const DRILL_SUFFIX = '__envsnap_drill';
 
 /** How a server measures identifier length. */
 export interface NameLimit {
@@ -37,9 +39,14 @@ export function preRestoreName(db: string, limit: NameLimit): string {
   return derivedName(db, PRE_RESTORE_SUFFIX, limit);
 }
 
-/** True for names envsnap derives for staging and pre-restore copies (never planned for backup). */
+/** The scratch database a restore drill loads `db` into (dropped when the drill ends). */
+export function drillName(db: string, limit: NameLimit): string {
+  return derivedName(db, DRILL_SUFFIX, limit);
+}
+
+/** True for names envsnap derives for staging, pre-restore and drill copies (never planned for backup). */
 export function isRestoreWorkName(name: string): boolean {
-  return name.endsWith(STAGING_SUFFIX) || name.endsWith(PRE_RESTORE_SUFFIX);
+  return name.endsWith(STAGING_SUFFIX) || name.endsWith(PRE_RESTORE_SUFFIX) || name.endsWith(DRILL_SUFFIX);
 }
 
 /** True when `name` is a pre-restore copy (of any database). */

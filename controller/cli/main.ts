@@ -4,6 +4,7 @@ import { register as activityList } from './commands/activity-list.js';
 import { register as activityLog } from './commands/activity-log.js';
 import { register as agentList } from './commands/agent-list.js';
 import { register as backupCreate } from './commands/backup-create.js';
+import { register as backupDrill } from './commands/backup-drill.js';
 import { register as backupDelete } from './commands/backup-delete.js';
 import { register as backupGet } from './commands/backup-get.js';
 import { register as backupList } from './commands/backup-list.js';
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
     backupDelete,
     backupPrune,
     backupVerify,
+    backupDrill,
     repositoryCheck,
     scheduleList,
     dbDump,

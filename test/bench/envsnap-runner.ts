@@ -58,7 +58,9 @@ export function benchEnvironments(t: BenchTargets): EnvironmentYaml[] {
   }));
   if (mount) envs.push({ name: 'bench-mount', mounts: [mount] });
   envs.push({ name: 'bench-all', services: Object.values(services), mounts: mount ? [mount] : [] });
-  return envs;
+  // ENVSNAP_BENCH_DRILL_STATS=off|counts|checksums measures what recording restore-drill stats costs.
+  const drillStats = process.env.ENVSNAP_BENCH_DRILL_STATS;
+  return drillStats ? envs.map((e) => ({ ...e, drill_stats: drillStats })) : envs;
 }
 
 /** One measured envsnap run. */

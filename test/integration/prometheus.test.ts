@@ -224,6 +224,29 @@ const ruleTests = {
       ],
     },
     {
+      // prod's drill fails at 10 min and passes again at 30 min; dev's passes throughout.
+      interval: '1m',
+      input_series: [
+        {
+          series: `envsnap_drill_last_result${sel({ ...ctl, environment: 'prod', status: 'fail' })}`,
+          values: '0x9 1x20 0x20',
+        },
+        {
+          series: `envsnap_drill_last_result${sel({ ...ctl, environment: 'dev', status: 'fail' })}`,
+          values: '0x50',
+        },
+      ],
+      alert_rule_test: [
+        { eval_time: '5m', alertname: 'EnvsnapDrillFailed', exp_alerts: [] },
+        {
+          eval_time: '15m',
+          alertname: 'EnvsnapDrillFailed',
+          exp_alerts: [{ exp_labels: { ...ctl, environment: 'prod', severity: 'critical' } }],
+        },
+        { eval_time: '40m', alertname: 'EnvsnapDrillFailed', exp_alerts: [] },
+      ],
+    },
+    {
       // The controller goes down at 6 min: ControllerDown after 2 min; the agent loses its session at
       // the same time, which must not raise EnvsnapAgentDisconnected as well.
       interval: '1m',
@@ -325,6 +348,7 @@ describe('Prometheus: alert rules, scrape config and a real scrape', function ()
         'EnvsnapBackupFailed',
         'EnvsnapRestoreFailed',
         'EnvsnapVerificationFailed',
+        'EnvsnapDrillFailed',
         'EnvsnapControllerDown',
         'EnvsnapAgentDown',
         'EnvsnapAgentDisconnected',

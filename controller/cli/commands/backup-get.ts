@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { checkId } from '../../../shared/ids.js';
 import type { WireBackup } from '../../../shared/wire.js';
 import type { Runner } from '../runner.js';
+import { drillToJson } from './backup-drill.js';
 import { humanBytes, parseFormat, printList } from '../output.js';
 
 /** `envsnap backup:get ID`: a backup's manifest, each artifact with service, kind, node, size and sha256. */
@@ -67,6 +68,7 @@ export function register(program: Command, run: Runner): void {
                   })),
                 }
               : null,
+            drill: b.drill ? drillToJson(b.drill) : null,
           };
           process.stdout.write(JSON.stringify(out, null, 2) + '\n');
           return 0;
@@ -96,6 +98,16 @@ export function register(program: Command, run: Runner): void {
                   (l) => `Verified:    ${l.result} in ${l.location} at ${l.time} (${l.detail})`,
                 )
               : ['Verified:    never']),
+            b.drill
+              ? `Drilled:     ${b.drill.result} at ${b.drill.time} (${b.drill.artifacts.filter((a) => a.result === 'pass').length} of ${b.drill.artifacts.length} artifacts pass${
+                  b.drill.result === 'pass'
+                    ? ''
+                    : `; ${b.drill.artifacts
+                        .filter((a) => a.result === 'fail' || a.result === 'error')
+                        .map((a) => `${a.name}: ${a.detail}`)
+                        .join('; ')}`
+                })`
+              : 'Drilled:     never',
             `Type:        ${b.live ? 'live' : 'consistent'}, ${b.tag}`,
             `Size:        ${humanBytes(Number(b.sizeBytes))}`,
             ...(b.consistency ? [`Consistency: ${b.consistency}`] : []),

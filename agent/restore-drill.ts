@@ -1,0 +1,165 @@
+/**
+ * The agent's side of a restore drill: each artifact of a service or mount is downloaded, checked
+ * (size, SHA-256, key) and restored into a throwaway target, never into the live data:
+ *
+ * - MariaDB/MySQL, PostgreSQL: a scratch database `<db>__envsnap_drill` on the same server
+ *   (agent/engines/mariadb-stats.ts, postgresql-stats.ts); PostgreSQL globals (roles) are not
+ *   restored, since roles are server-wide and the live ones would change;
+ * - Redis: a throwaway redis-server on a free loopback port (agent/engines/redis-stats.ts);
+ * - a mount: a scratch directory in the task's work directory, extracted like a restore does and
+ *   archived again to recompute the tree digest (agent/tree-digest.ts).
+ *
+ * The stats recorded at backup time are recomputed there, at the level they were recorded with
+ * (`checksums` when none were), and the target is removed whatever happened. Comparing is the
+ * controller's job (shared/drill-stats.ts): the agent only reports what it found, per artifact,
+ * with the error of an artifact that did not restore (the next ones are still drilled).
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type * as grpc from '@grpc/grpc-js';
+
+import type { ArtifactStats } from '../shared/drill-stats.js';
+import { errorMessage } from '../shared/errors.js';
+import type { WireArtifact, WireDrilledArtifact, WireMountSpec } from '../shared/wire.js';
+import { downloadAndApply } from './artifact-pipelines.js';
+import { checkKeyFor, type EncryptionKey } from './encryption.js';
+import type { EngineContext, ServiceTarget } from './engines/engine.js';
+import { drillMariadb } from './engines/mariadb-stats.js';
+import { drillPostgresql } from './engines/postgresql-stats.js';
+import { drillRedis } from './engines/redis-stats.js';
+import { createMountArchive, extractMountArchive } from './mount-archive.js';
+
+export interface DrillDeps {
+  client: () => grpc.Client;
+  encryption: EncryptionKey | undefined;
+  backupId: string;
+  taskId: string;
+  progress: (artifact: string) => (bytes: number, done?: boolean) => void;
+}
+
+/** Drills every artifact of a service, one after another (see the file comment). */
+export async function drillServiceArtifacts(
+  deps: DrillDeps,
+  service: ServiceTarget,
+  artifacts: WireArtifact[],
+  ctx: EngineContext,
+): Promise<WireDrilledArtifact[]> {
+  const out: WireDrilledArtifact[] = [];
+  for (const a of artifacts) {
+    ctx.signal.throwIfAborted();
+    if (a.format === 'pg_globals') continue; // roles are server-wide: never restored by a drill
+    out.push(
+      await drillOne(deps, a, ctx, async (raw, checksums) => {
+        switch (service.kind) {
+          case 'mariadb':
+          case 'mysql': {
+            const r = await drillMariadb(service.kind, service.connection, a.database, raw, checksums, ctx);
+            return { stats: { tables: r.tables }, cleanup: r.cleanup };
+          }
+          case 'postgresql': {
+            const r = await drillPostgresql(service, a.database, raw, checksums, ctx);
+            return { stats: { tables: r.tables }, cleanup: r.cleanup };
+          }
+          case 'redis': {
+            const r = await drillRedis(raw, ctx);
+            return { stats: { keyspaces: r.keyspaces }, cleanup: r.cleanup };
+          }
+        }
+      }),
+    );
+  }
+  return out;
+}
+
+/** Drills a mount's archive in a scratch directory under the task's work directory. */
+export async function drillMountArtifact(
+  deps: DrillDeps,
+  mount: WireMountSpec,
+  artifact: WireArtifact,
+  ctx: EngineContext,
+): Promise<WireDrilledArtifact> {
+  return drillOne(deps, artifact, ctx, async (raw, checksums) => {
+    const scratch = join(ctx.workDir, 'drill-mount');
+    const cleanup = (): Promise<string> =>
+      rm(scratch, { recursive: true, force: true }).then(
+        () => '',
+        (err: unknown) => `could not remove the scratch directory ${scratch}: ${errorMessage(err)}`,
+      );
+    try {
+      await mkdir(scratch, { mode: 0o700 });
+      const { entries } = await extractMountArchive(raw, scratch, { signal: ctx.signal });
+      ctx.log(`mount ${mount.name}: ${entries} entries restored into a scratch directory`);
+      const archive = createMountArchive(scratch, {
+        signal: ctx.signal,
+        treeStats: checksums ? 'hash' : 'counts',
+      });
+      await pipeline(
+        archive.stream,
+        new Writable({
+          write: (_chunk, _enc, cb) => cb(),
+        }),
+      );
+      const result = await archive.done;
+      return { stats: { tree: result.tree! }, cleanup: cleanup() };
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+  });
+}
+
+type Drill = (
+  raw: import('node:stream').Readable,
+  checksums: boolean,
+) => Promise<{ stats: Omit<ArtifactStats, 'basis' | 'level'>; cleanup: Promise<string> }>;
+
+async function drillOne(
+  deps: DrillDeps,
+  a: WireArtifact,
+  ctx: EngineContext,
+  drill: Drill,
+): Promise<WireDrilledArtifact> {
+  const started = Date.now();
+  const level = a.stats?.level === 'counts' ? 'counts' : 'checksums';
+  const report = deps.progress(a.name);
+  let observed: ArtifactStats | undefined;
+  let cleanup: Promise<string> = Promise.resolve('');
+  try {
+    checkKeyFor(a, deps.encryption);
+    await downloadAndApply({
+      client: deps.client(),
+      backupId: deps.backupId,
+      taskId: deps.taskId,
+      artifact: a,
+      apply: async (raw) => {
+        const r = await drill(raw, level === 'checksums');
+        cleanup = r.cleanup;
+        observed = { basis: 'snapshot', level, ...r.stats };
+      },
+      encryption: deps.encryption,
+      signal: ctx.signal,
+      onBytes: (n) => report(n),
+    });
+    report(Number(a.sizeBytes), true);
+    return {
+      name: a.name,
+      observed: observed ?? null,
+      error: '',
+      cleanupError: await cleanup,
+      seconds: (Date.now() - started) / 1000,
+    };
+  } catch (err) {
+    const cleanupError = await cleanup;
+    ctx.signal.throwIfAborted();
+    ctx.log(`${a.name}: the drill could not restore it: ${errorMessage(err)}`);
+    return {
+      name: a.name,
+      observed: null,
+      error: errorMessage(err),
+      cleanupError,
+      seconds: (Date.now() - started) / 1000,
+    };
+  }
+}
