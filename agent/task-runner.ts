@@ -569,7 +569,9 @@ export class TaskRunner {
         this.metrics.bytesWritten.inc({ kind: 'mount' }, artifact.sizeBytes);
         // The tree digest describes exactly the bytes archived: basis snapshot.
         const tree = (await archive.done).tree;
-        return level !== 'off' && tree ? { ...artifact, stats: { basis: 'snapshot', level, tree } } : artifact;
+        return level !== 'off' && tree
+          ? { ...artifact, stats: { basis: 'snapshot', level, tree } }
+          : artifact;
       });
     } finally {
       await sinks?.close();
