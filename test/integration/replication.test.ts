@@ -406,6 +406,20 @@ describe('per-location retention: a local primary kept short, an S3 replica kept
     s3 = await TestS3.start('envsnap-retention');
     const secretFile = path.join(work, 's3.secret');
     await writeFile(secretFile, S3_SECRET_KEY, { mode: 0o600 });
+    const storage = [
+      { name: 'local', type: 'local', path: repo },
+      {
+        name: 'offsite',
+        type: 's3',
+        bucket: s3.bucket,
+        prefix: 'envsnap',
+        endpoint: s3.endpoint,
+        force_path_style: true,
+        access_key_id: S3_ACCESS_KEY,
+        secret_access_key_file: secretFile,
+        retention: { manual: { keep_last: 3 } },
+      },
+    ];
     cluster = await EnvsnapCluster.start({
       nodes: ['node-1'],
       environments: [
@@ -417,20 +431,9 @@ describe('per-location retention: a local primary kept short, an S3 replica kept
           retention: { manual: { keep_last: 1 } },
         },
       ],
-      storage: [
-        { name: 'local', type: 'local', path: repo },
-        {
-          name: 'offsite',
-          type: 's3',
-          bucket: s3.bucket,
-          prefix: 'envsnap',
-          endpoint: s3.endpoint,
-          force_path_style: true,
-          access_key_id: S3_ACCESS_KEY,
-          secret_access_key_file: secretFile,
-          retention: { manual: { keep_last: 3 } },
-        },
-      ],
+      storage,
+      // The agent writes the S3 copy straight, with the same location's credentials.
+      agentStorage: { 'node-1': storage },
       controller: { replica_retry_interval: 1 },
     });
   });
