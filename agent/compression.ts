@@ -34,7 +34,7 @@ export interface Compressor extends ToolProcess {
 }
 
 /** zstd's summary line at `-vv` holds `(613431234 B => 304312345 B, …)`: raw and compressed bytes. */
-const ZSTD_SUMMARY = /\((\d+) B => (\d+) B,/;
+const ZSTD_SUMMARY = /\(\s*(\d+) B =>\s*(\d+) B,/;
 
 /**
  * Starts a compressor process: raw bytes into `stdin`, compressed out of `stdout`.
