@@ -2,7 +2,7 @@ import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type * as grpc from '@grpc/grpc-js';
 import type { WireArtifact } from '../shared/wire.js';
-import { startCompressor, startDecompressor, type CompressionOptions } from './compression.js';
+import { startCompressor, startDecompressor, threadShare, type CompressionOptions } from './compression.js';
 import { SCHEME, checkKeyFor, startDecryptor, startEncryptor, type EncryptionKey } from './encryption.js';
 import { downloadArtifact, uploadArtifact, type UploadOutcome } from './transfer.js';
 
@@ -46,7 +46,8 @@ export type RawSource =
  * The artifact's `rawBytes` is exact for zstd (its own count) and for a stream source (counted as
  * it passes); 0 (not known) for gzip from a tool, which writes past the agent.
  *
- * @param threads compressor threads for this artifact (0: the configured default); see startCompressor.
+ * Each compression running on the agent at once gets an equal share of the cores (threadShare)
+ * unless `agent.zstd_threads` sets a count.
  */
 export async function compressAndUpload(opts: {
   client: grpc.Client;
@@ -57,14 +58,26 @@ export async function compressAndUpload(opts: {
   artifact: Omit<WireArtifact, 'sizeBytes' | 'sha256' | 'rawBytes'>;
   source: RawSource;
   compression: CompressionOptions;
-  threads?: number;
   /** When set, the compressed bytes are encrypted with age before they leave the node. */
   encryption?: EncryptionKey;
   signal: AbortSignal;
   onBytes: (stored: number) => void;
 }): Promise<WireArtifact> {
+  compressing++;
+  try {
+    return await compress(opts);
+  } finally {
+    compressing--;
+  }
+}
+
+/** Compressions running now in this agent process; each gets a share of the cores. */
+let compressing = 0;
+
+async function compress(opts: Parameters<typeof compressAndUpload>[0]): Promise<WireArtifact> {
   const src = opts.source;
-  const comp = await startCompressor(opts.artifact.compression, opts.compression, opts.signal, opts.threads);
+  const threads = opts.compression.zstdThreads === 0 ? threadShare(compressing) : undefined;
+  const comp = await startCompressor(opts.artifact.compression, opts.compression, opts.signal, threads);
   let counted = 0;
   let producer: Array<Promise<unknown>>;
   let stopSource: () => void;
