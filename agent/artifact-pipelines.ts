@@ -1,8 +1,8 @@
-import { PassThrough, Transform, type Readable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type * as grpc from '@grpc/grpc-js';
 import type { WireArtifact } from '../shared/wire.js';
-import { startCompressor, startDecompressor, type CompressionOptions } from './compression.js';
+import { startCompressor, startDecompressor, threadShare, type CompressionOptions } from './compression.js';
 import { SCHEME, checkKeyFor, startDecryptor, startEncryptor, type EncryptionKey } from './encryption.js';
 import type { StorageBackend } from '../shared/storage/backend.js';
 import type { ArtifactSinks } from './artifact-sinks.js';
@@ -29,14 +29,27 @@ export async function allOrFirstError(
   if (failed) throw first;
 }
 
+/** Where an artifact's raw (uncompressed) bytes come from. */
+export type RawSource =
+  /**
+   * A tool started by `start` with `into`, the compressor's stdin, as its stdout (`Engine.dump`):
+   * the raw bytes go from process to process through a kernel pipe and never enter the agent.
+   * `start` owns `into` (it closes the agent's end); `wait` settles when the tool has exited.
+   */
+  | { start: (into: Writable) => Promise<{ wait(): Promise<unknown>; kill(): void }> }
+  /** A stream produced in the agent (the mount archive), piped into the compressor. */
+  | { stream: Readable; done: Promise<unknown>; stop: () => void };
+
 /**
- * Compresses a raw stream and uploads it as one artifact: source -> compressor
- * process (zstd on every core, or pigz) -> SHA-256 -> controller. Nothing is
- * held whole in memory; backpressure runs from the controller's disk back to
- * the dump tool.
+ * Compresses raw bytes and uploads them as one artifact: dump tool -> compressor process (zstd on
+ * every core, or pigz) -> SHA-256 -> controller. Nothing is held whole in memory; backpressure runs
+ * from the controller's disk back to the dump tool.
  *
- * @param sourceDone settles when the producer of `source` (a dump tool) has exited.
- * @param stopSource kills the producer when anything fails.
+ * The artifact's `rawBytes` is exact for zstd (its own count) and for a stream source (counted as
+ * it passes); 0 (not known) for gzip from a tool, which writes past the agent.
+ *
+ * Each compression running on the agent at once gets an equal share of the cores (threadShare)
+ * unless `agent.zstd_threads` sets a count.
  */
 export async function compressAndUpload(opts: {
   client: grpc.Client;
@@ -45,9 +58,7 @@ export async function compressAndUpload(opts: {
   /** The task's dump-lock fencing token (0: none); the controller refuses a stale one. */
   fencingToken?: number;
   artifact: Omit<WireArtifact, 'sizeBytes' | 'sha256' | 'rawBytes'>;
-  source: Readable;
-  sourceDone: Promise<unknown>;
-  stopSource: () => void;
+  source: RawSource;
   compression: CompressionOptions;
   /** When set, the compressed bytes are encrypted with age before they leave the node. */
   encryption?: EncryptionKey;
@@ -60,19 +71,42 @@ export async function compressAndUpload(opts: {
    */
   sinks?: ArtifactSinks;
 }): Promise<WireArtifact> {
-  // Read the source before anything is awaited: a dump tool with a small output
-  // may exit while the compressor starts, and Node drops the unread stdout of an
-  // exited child (see keepOutput).
-  const source = keepOutput(opts.source);
-  const comp = await startCompressor(opts.artifact.compression, opts.compression, opts.signal);
-  let raw = 0;
-  const counter = new Transform({
-    highWaterMark: 1024 * 1024,
-    transform(chunk: Buffer, _enc, cb) {
-      raw += chunk.length;
-      cb(null, chunk);
-    },
-  });
+  compressing++;
+  try {
+    return await compress(opts);
+  } finally {
+    compressing--;
+  }
+}
+
+/** Compressions running now in this agent process; each gets a share of the cores. */
+let compressing = 0;
+
+async function compress(opts: Parameters<typeof compressAndUpload>[0]): Promise<WireArtifact> {
+  const src = opts.source;
+  const threads = opts.compression.zstdThreads === 0 ? threadShare(compressing) : undefined;
+  const comp = await startCompressor(opts.artifact.compression, opts.compression, opts.signal, threads);
+  let counted = 0;
+  let producer: Array<Promise<unknown>>;
+  let stopSource: () => void;
+  if ('start' in src) {
+    let tool: Awaited<ReturnType<typeof src.start>>;
+    try {
+      tool = await src.start(comp.child.stdin!);
+    } catch (err) {
+      comp.kill();
+      throw err;
+    }
+    producer = [tool.wait()];
+    stopSource = () => tool.kill();
+  } else {
+    src.stream.on('data', (chunk: Buffer) => {
+      counted += chunk.length;
+    });
+    producer = [src.done, pipeline(src.stream, comp.child.stdin!)];
+    stopSource = src.stop;
+  }
+  const raw = (): number => comp.rawBytes() ?? counted;
   const enc = opts.encryption ? startEncryptor(opts.encryption, opts.signal) : undefined;
   const artifact = opts.encryption
     ? { ...opts.artifact, encryption: SCHEME, keyFingerprint: opts.encryption.fingerprint }
@@ -80,13 +114,12 @@ export async function compressAndUpload(opts: {
   let stored: UploadOutcome | undefined;
   await allOrFirstError(
     [
-      opts.sourceDone,
-      pipeline(source, counter, comp.child.stdin!),
+      ...producer,
       comp.wait(),
       ...(enc ? [pipeline(comp.child.stdout!, enc.child.stdin!), enc.wait()] : []),
       (opts.sinks
         ? opts.sinks.write(artifact, (enc ?? comp).child.stdout!, {
-            rawBytes: () => raw,
+            rawBytes: raw,
             onBytes: opts.onBytes,
             signal: opts.signal,
           })
@@ -99,19 +132,19 @@ export async function compressAndUpload(opts: {
               fencingToken: opts.fencingToken ?? 0,
             },
             (enc ?? comp).child.stdout!,
-            { rawBytes: () => raw, onBytes: opts.onBytes, signal: opts.signal },
+            { rawBytes: raw, onBytes: opts.onBytes, signal: opts.signal },
           )
       ).then((r) => {
         stored = r;
       }),
     ],
     () => {
-      opts.stopSource();
+      stopSource();
       comp.kill();
       enc?.kill();
     },
   );
-  return { ...artifact, sizeBytes: stored!.sizeBytes, sha256: stored!.sha256, rawBytes: raw };
+  return { ...artifact, sizeBytes: stored!.sizeBytes, sha256: stored!.sha256, rawBytes: raw() };
 }
 
 /**

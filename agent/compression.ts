@@ -1,6 +1,6 @@
 import { cpus } from 'node:os';
 import { InvalidArgumentError } from '../shared/errors.js';
-import { spawnTool, toolOnPath } from './tool-process.js';
+import { spawnTool, toolOnPath, type ToolProcess } from './tool-process.js';
 
 /** Compression of artifacts; recorded per artifact in the manifest. */
 export type CompressionName = 'zstd' | 'gzip';
@@ -22,32 +22,72 @@ function check(name: string): CompressionName {
   throw new InvalidArgumentError(`unknown compression "${name}"`, { hint: 'use zstd or gzip' });
 }
 
+/** A running compressor: raw bytes into `child.stdin`, compressed bytes out of `child.stdout`. */
+export interface Compressor extends ToolProcess {
+  /**
+   * The exact number of raw (uncompressed) bytes the compressor read, once {@link ToolProcess.wait}
+   * resolved: zstd prints it in its summary line (`-vv` prints sizes in bytes, unscaled). Undefined
+   * for gzip: neither pigz nor gzip reports it for a stream, and the gzip trailer holds it only
+   * modulo 4 GiB (RFC 1952, ISIZE).
+   */
+  rawBytes(): number | undefined;
+}
+
+/** zstd's summary line at `-vv` holds `(613431234 B => 304312345 B, …)`: raw and compressed bytes. */
+const ZSTD_SUMMARY = /\(\s*(\d+) B =>\s*(\d+) B,/;
+
 /**
  * Starts a compressor process: raw bytes into `stdin`, compressed out of `stdout`.
  *
- * zstd runs `zstd -T<threads> -<level>` (every core by default: the zstd
- * manual's -T0). gzip uses `pigz` (parallel, output readable by gunzip) when it
- * is installed, and falls back to single-threaded `gzip`.
+ * zstd runs `zstd -vv -c -<level> -T<threads>` (every core by default: the zstd manual's -T0);
+ * `-vv` only adds a few lines on stderr, among them the exact raw size ({@link Compressor.rawBytes}).
+ * gzip uses `pigz` (parallel, output readable by gunzip) when it is installed, and falls back to
+ * single-threaded `gzip`.
  *
+ * @param threads compressor threads for this artifact, overriding `opts.zstdThreads` (zstd) and the
+ *   core count (pigz); 0 or undefined: the configured default.
  * @throws ToolMissingError naming the Debian package when the tool is absent.
  */
-export async function startCompressor(name: string, opts: CompressionOptions, signal?: AbortSignal) {
+export async function startCompressor(
+  name: string,
+  opts: CompressionOptions,
+  signal?: AbortSignal,
+  threads?: number,
+): Promise<Compressor> {
   const c = check(name);
   if (c === 'zstd') {
-    return spawnTool('zstd', ['-q', '-c', `-${opts.zstdLevel}`, `-T${opts.zstdThreads}`], {
+    let raw: number | undefined;
+    const proc = spawnTool('zstd', ['-vv', '-c', `-${opts.zstdLevel}`, `-T${threads || opts.zstdThreads}`], {
       signal,
       debianPackage: 'zstd',
       stdio: PIPES,
+      onStderrLine: (line) => {
+        const m = ZSTD_SUMMARY.exec(line);
+        if (m) raw = Number(m[1]);
+      },
     });
+    return { ...proc, rawBytes: () => raw };
   }
+  const unknown = { rawBytes: () => undefined };
   if (await toolOnPath('pigz')) {
-    return spawnTool('pigz', ['-c', '-p', String(Math.max(1, cpus().length))], {
+    const proc = spawnTool('pigz', ['-c', '-p', String(threads || Math.max(1, cpus().length))], {
       signal,
       debianPackage: 'pigz',
       stdio: PIPES,
     });
+    return { ...proc, ...unknown };
   }
-  return spawnTool('gzip', ['-c'], { signal, debianPackage: 'gzip', stdio: PIPES });
+  return { ...spawnTool('gzip', ['-c'], { signal, debianPackage: 'gzip', stdio: PIPES }), ...unknown };
+}
+
+/**
+ * How many compressor threads one of `running` concurrent compressions (this one included) gets
+ * on `cores` cores: every core when it runs alone (0: the default, zstd's -T0), else an equal share,
+ * at least one. N compressors with a worker per core each on a small machine oversubscribe it: on 2
+ * cores four concurrent `zstd -T0 -3` took 13.6-15.3 s and four `-T1` 5.0-10.8 s for the same input.
+ */
+export function threadShare(running: number, cores: number = cpus().length): number {
+  return running <= 1 ? 0 : Math.max(1, Math.floor(cores / running));
 }
 
 /**

@@ -12,10 +12,10 @@ import type {
   WireServiceSpec,
   WireTask,
 } from '../shared/wire.js';
-import { allOrFirstError, compressAndUpload, downloadAndApply, keepOutput } from './artifact-pipelines.js';
+import { allOrFirstError, compressAndUpload, downloadAndApply } from './artifact-pipelines.js';
 import { drillStatsLevel, startStats } from './backup-stats.js';
 import { SUFFIX, startCompressor, type CompressionName, type CompressionOptions } from './compression.js';
-import type { DumpUnit, EngineContext, ServiceTarget } from './engines/engine.js';
+import type { DumpRun, DumpUnit, EngineContext, ServiceTarget } from './engines/engine.js';
 import { checkKeyFor, type EncryptionKey } from './encryption.js';
 import { engineFor } from './engines/index.js';
 import { QuiesceWatchdog, runHookCommands } from './hooks.js';
@@ -403,7 +403,6 @@ export class TaskRunner {
               await collecting.finish();
               throw err;
             };
-            const dump = await engine.dump(service, collecting.unit, ctx).catch(endStats);
             const artifact = await compressAndUpload({
               client: this.client(),
               backupId: task.backupId,
@@ -418,9 +417,7 @@ export class TaskRunner {
                 format: unit.format,
                 compression,
               },
-              source: dump.stdout,
-              sourceDone: dump.wait(),
-              stopSource: () => dump.kill(),
+              source: { start: (into) => engine.dump(service, collecting.unit, ctx, into) },
               compression: this.compression,
               encryption: this.encryption,
               signal: ctx.signal,
@@ -431,7 +428,8 @@ export class TaskRunner {
             if (stats) artifact.stats = stats;
             report(artifact.sizeBytes, true);
             this.metrics.bytesWritten.inc({ kind: spec.kind }, artifact.sizeBytes);
-            ctx.log(`${name}: ${artifact.rawBytes} bytes dumped, ${artifact.sizeBytes} stored`);
+            const dumped = artifact.rawBytes ? `${artifact.rawBytes} bytes` : 'size not known (gzip)';
+            ctx.log(`${name}: ${dumped} dumped, ${artifact.sizeBytes} stored`);
             out.push(artifact);
           }),
         ),
@@ -497,13 +495,17 @@ export class TaskRunner {
       ctx.log(`dumping database ${unit.database} to ${file}`);
       try {
         await this.slots.use(async () => {
-          const dump = await engine.dump(service, unit, ctx);
-          const out = keepOutput(dump.stdout);
           const gz = await startCompressor('gzip', this.compression, ctx.signal);
+          let dump: DumpRun;
+          try {
+            dump = await engine.dump(service, unit, ctx, gz.child.stdin!);
+          } catch (err) {
+            gz.kill();
+            throw err;
+          }
           await allOrFirstError(
             [
               dump.wait(),
-              pipeline(out, gz.child.stdin!),
               gz.wait(),
               pipeline(gz.child.stdout!, createWriteStream(file, { flags: 'wx', mode: 0o640 })),
             ],
@@ -556,9 +558,11 @@ export class TaskRunner {
             format: 'tar',
             compression,
           },
-          source: archive.stream,
-          sourceDone: archive.done.then((d) => ctx.log(`${name}: ${d.entries} entries archived`)),
-          stopSource: () => archive.stream.destroy(),
+          source: {
+            stream: archive.stream,
+            done: archive.done.then((d) => ctx.log(`${name}: ${d.entries} entries archived`)),
+            stop: () => archive.stream.destroy(),
+          },
           compression: this.compression,
           encryption: this.encryption,
           signal: ctx.signal,

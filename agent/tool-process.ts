@@ -12,7 +12,7 @@ import { spawn, type ChildProcess, type StdioNull, type StdioPipe } from 'node:c
 import { constants as fsConstants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import { Writable, type Readable } from 'node:stream';
+import { Writable, type Readable, type Stream } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 
@@ -24,8 +24,12 @@ export const STDERR_TAIL_BYTES = 16 * 1024;
 /** Largest stdout {@link runTool} collects, in bytes; it is meant for small outputs such as listings. */
 export const RUN_TOOL_MAX_STDOUT = 8 * 1024 * 1024;
 
-/** A stdin or stdout disposition: `'pipe'` (the default for stdout), `'ignore'`, `'inherit'`, a stream or an fd. */
-export type ToolStdio = StdioNull | StdioPipe | number;
+/**
+ * A stdin or stdout disposition: `'pipe'` (the default for stdout), `'ignore'`, `'inherit'`, an fd, or
+ * a stream backed by one (e.g. another child's stdin pipe: the tool then writes straight into that
+ * process, and the bytes never pass through the agent).
+ */
+export type ToolStdio = StdioNull | StdioPipe | number | Stream;
 
 export interface SpawnToolOptions {
   /**

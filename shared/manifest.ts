@@ -36,7 +36,12 @@ export interface ArtifactEntry {
   size_bytes: number;
   /** Hex SHA-256 of the stored bytes. */
   sha256: string;
-  /** Size of the tool's output before compression, bytes. */
+  /**
+   * Size of the tool's output before compression, bytes: zstd's own count of what it read (the dump
+   * tools write straight into the compressor, past the agent), or the agent's count for a mount.
+   * 0 when not known: a gzip artifact of a dump tool (pigz reports no size for a stream, and the
+   * gzip trailer holds it only modulo 4 GiB).
+   */
   raw_bytes: number;
   /**
    * Encryption at rest: absent when none; `age-x25519` when the agent

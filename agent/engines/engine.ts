@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 /**
  * A connection to a database or cache on the agent's own node, with its secret
@@ -40,18 +40,18 @@ export interface DumpUnit {
   snapshot?: string;
 }
 
-/** A running dump: raw (uncompressed) bytes come out of `stdout`. */
-export interface DumpProcess {
-  /**
-   * The raw dump. For tool-based engines this is the child process's stdout pipe,
-   * so that the agent can hand its file descriptor straight to `zstd` (no copy
-   * through JavaScript).
-   */
-  stdout: Readable;
+/** A running dump that writes into the `into` it was given (see {@link Engine.dump}). */
+export interface DumpRun {
   /** Resolves when the dump finished successfully; rejects with ToolFailedError otherwise. */
   wait(): Promise<void>;
   /** Stops the dump at once (SIGKILL to the tool, cleanup of temp files). Safe to call twice. */
   kill(): void;
+}
+
+/** A running dump: raw (uncompressed) bytes come out of `stdout`. */
+export interface DumpProcess extends DumpRun {
+  /** The raw dump: the tool's stdout pipe (tool-based engines) or a file stream (Redis). */
+  stdout: Readable;
 }
 
 export interface EngineContext {
@@ -73,8 +73,17 @@ export interface EngineContext {
 export interface Engine {
   /** Lists the artifacts a backup of `service` will produce, in order. */
   plan(service: ServiceTarget, ctx: EngineContext): Promise<DumpUnit[]>;
-  /** Starts dumping one unit. */
+  /**
+   * Starts dumping one unit. Without `into`, the raw bytes come out of the returned `stdout`.
+   * With `into` (a stream backed by a file descriptor: the compressor's stdin pipe), the engine owns
+   * `into`: a dump tool gets its descriptor as its own stdout and writes straight into the
+   * compressor, so that the raw bytes never pass through the agent, and the agent's own end is
+   * closed at once (the compressor sees the end of its input when the tool exits); an engine that
+   * reads a file writes it into `into` and ends it. Rejects with ToolMissingError when the tool is
+   * absent.
+   */
   dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess>;
+  dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext, into: Writable): Promise<DumpRun>;
   /**
    * Restores one unit from `input` (raw, already decompressed bytes) into the
    * service, replacing what is there so that the data equals the backup.

@@ -48,12 +48,12 @@
  * dumped), and tables in other databases than those planned.
  */
 import { rm } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 import { errorMessage, TaskAbortedError } from '../../shared/errors.js';
 import { feedTool, firstToolOnPath, spawnTool, type ToolProcess } from '../tool-process.js';
 import { artifactFileName } from './artifact-name.js';
-import type { DumpProcess, DumpUnit, Engine, EngineContext, ServiceTarget } from './engine.js';
+import type { DumpProcess, DumpRun, DumpUnit, Engine, EngineContext, ServiceTarget } from './engine.js';
 import { hexString, MariadbClient, quoteIdent, writeOptionFile } from './mariadb-client.js';
 import { rewriteDumpToStaging } from './mariadb-dump-rewrite.js';
 import {
@@ -160,15 +160,30 @@ export class MariadbEngine implements Engine {
     }));
   }
 
-  async dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess> {
-    const tool = await firstToolOnPath(this.tools.dump, this.tools.debianPackage);
-    const optionFile = await writeOptionFile(service.connection, ctx.workDir);
+  dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess>;
+  dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext, into: Writable): Promise<DumpRun>;
+  async dump(
+    service: ServiceTarget,
+    unit: DumpUnit,
+    ctx: EngineContext,
+    into?: Writable,
+  ): Promise<DumpProcess | DumpRun> {
+    let tool: string;
+    let optionFile: string;
+    try {
+      tool = await firstToolOnPath(this.tools.dump, this.tools.debianPackage);
+      optionFile = await writeOptionFile(service.connection, ctx.workDir);
+    } catch (err) {
+      into?.destroy(); // the engine owns `into` (see Engine.dump)
+      throw err;
+    }
     const proc = spawnTool(
       tool,
       [`--defaults-extra-file=${optionFile}`, ...MARIADB_DUMP_OPTIONS, '--databases', unit.database],
-      { stdio: ['ignore', 'pipe'], signal: ctx.signal, debianPackage: this.tools.debianPackage },
+      { stdio: ['ignore', into ?? 'pipe'], signal: ctx.signal, debianPackage: this.tools.debianPackage },
     );
-    return withOptionFileCleanup(proc, optionFile);
+    into?.destroy(); // the tool holds the pipe now
+    return withOptionFileCleanup(proc, optionFile, into === undefined);
   }
 
   /**
@@ -320,14 +335,14 @@ export class MariadbEngine implements Engine {
   }
 }
 
-function withOptionFileCleanup(proc: ToolProcess, optionFile: string): DumpProcess {
+function withOptionFileCleanup(proc: ToolProcess, optionFile: string, piped: boolean): DumpProcess | DumpRun {
   const stdout = proc.child.stdout;
-  if (!stdout) throw new Error('dump tool started without a stdout pipe');
+  if (piped && !stdout) throw new Error('dump tool started without a stdout pipe');
   const cleanup = (): Promise<void> => rm(optionFile, { force: true });
   const done = proc.wait().finally(cleanup);
   done.catch(() => {});
   return {
-    stdout,
+    ...(piped ? { stdout: stdout! } : {}),
     wait: () => done,
     kill: () => {
       proc.kill();

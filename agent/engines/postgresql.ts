@@ -59,13 +59,13 @@
  * socket directory, port and user through `PGHOST`, `PGPORT`, `PGUSER`. Database names are passed
  * as quoted `dbname='...'` connection strings (a name with `=` in it is otherwise parsed as one).
  */
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { errorMessage, TaskAbortedError, ToolFailedError } from '../../shared/errors.js';
 import { feedTool, runTool, spawnTool } from '../tool-process.js';
 import { artifactFileName } from './artifact-name.js';
-import type { DumpProcess, DumpUnit, Engine, EngineContext, ServiceTarget } from './engine.js';
+import type { DumpProcess, DumpRun, DumpUnit, Engine, EngineContext, ServiceTarget } from './engine.js';
 import { rewritePgScriptToStaging } from './postgresql-script-rewrite.js';
 import {
   isPreRestoreName,
@@ -138,8 +138,15 @@ export class PostgresqlEngine implements Engine {
     ];
   }
 
+  dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess>;
+  dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext, into: Writable): Promise<DumpRun>;
   // eslint-disable-next-line @typescript-eslint/require-await -- async so that a spawn error rejects
-  async dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess> {
+  async dump(
+    service: ServiceTarget,
+    unit: DumpUnit,
+    ctx: EngineContext,
+    into?: Writable,
+  ): Promise<DumpProcess | DumpRun> {
     const [cmd, args] =
       unit.format === 'pg_globals'
         ? ['pg_dumpall', ['--globals-only', '--no-password']]
@@ -156,10 +163,14 @@ export class PostgresqlEngine implements Engine {
           ];
     const proc = spawnTool(cmd, args, {
       env: pgEnv(service),
-      stdio: ['ignore', 'pipe'],
+      stdio: ['ignore', into ?? 'pipe'],
       signal: ctx.signal,
       debianPackage: DEBIAN_PACKAGE,
     });
+    if (into) {
+      into.destroy(); // the tool holds the pipe now (see Engine.dump)
+      return { wait: () => proc.wait(), kill: () => proc.kill() };
+    }
     const stdout = proc.child.stdout;
     if (!stdout) throw new Error(`${cmd} started without a stdout pipe`);
     return { stdout, wait: () => proc.wait(), kill: () => proc.kill() };

@@ -71,7 +71,7 @@ import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 
 import { Redis, type RedisOptions } from 'ioredis';
@@ -86,6 +86,7 @@ import {
 import { runTool, spawnTool, toolOnPath, type ToolProcess } from '../tool-process.js';
 import type {
   DumpProcess,
+  DumpRun,
   DumpUnit,
   Engine,
   EngineContext,
@@ -116,11 +117,27 @@ export class RedisEngine implements Engine {
     return Promise.resolve([{ ...REDIS_UNIT }]);
   }
 
-  async dump(service: ServiceTarget, _unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess> {
-    const dir = await mkdtemp(join(ctx.workDir, 'redis-dump-'));
-    const file = join(dir, 'dump.rdb');
-    const removeDir = (): Promise<void> => rm(dir, { recursive: true, force: true });
+  /**
+   * `redis-cli --rdb` into a file in the task's work directory, then that file: as `stdout`, or
+   * written into `into` (see Engine.dump). The file is removed when it has been read. Not
+   * `--rdb -`: redis-cli 7.0 then also writes the 40-byte end marker of a diskless transfer to
+   * stdout, after the RDB (it truncates it only from a file).
+   */
+  dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess>;
+  dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext, into: Writable): Promise<DumpRun>;
+  async dump(
+    service: ServiceTarget,
+    _unit: DumpUnit,
+    ctx: EngineContext,
+    into?: Writable,
+  ): Promise<DumpProcess | DumpRun> {
+    let dir: string | undefined;
+    const removeDir = (): Promise<void> =>
+      dir ? rm(dir, { recursive: true, force: true }) : Promise.resolve();
+    let file: string;
     try {
+      dir = await mkdtemp(join(ctx.workDir, 'redis-dump-'));
+      file = join(dir, 'dump.rdb');
       const cli = spawnTool('redis-cli', [...cliConnectionArgs(service.connection), '--rdb', file], {
         env: { REDISCLI_AUTH: service.connection.password },
         stdio: ['ignore', 'ignore'],
@@ -129,26 +146,25 @@ export class RedisEngine implements Engine {
       });
       await cli.wait();
     } catch (err) {
+      into?.destroy(); // the engine owns `into`
       await removeDir();
       throw err;
     }
-    const stdout = createReadStream(file);
+    const stdout = createReadStream(file, { highWaterMark: 1024 * 1024 });
     const onAbort = (): void => {
       stdout.destroy(new TaskAbortedError('redis dump was stopped'));
     };
     ctx.signal.addEventListener('abort', onAbort, { once: true });
-    const done = finished(stdout).finally(async () => {
+    const done = (into ? pipeline(stdout, into) : finished(stdout)).finally(async () => {
       ctx.signal.removeEventListener('abort', onAbort);
       await removeDir();
     });
     done.catch(() => {});
-    return {
-      stdout,
-      wait: () => done,
-      kill: () => {
-        stdout.destroy();
-      },
+    const kill = (): void => {
+      stdout.destroy();
+      into?.destroy();
     };
+    return into ? { wait: () => done, kill } : { stdout, wait: () => done, kill };
   }
 
   /** Redis restores keep no pre-restore copy (see the file comment): resolves with no names. */

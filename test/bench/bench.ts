@@ -18,6 +18,8 @@
  *   --repeat N       repetitions of the paired runs (default 3, 1 with --quick)
  *   --scale F        multiply the data sizes by F (e.g. 4 for the memory target at 4x)
  *   --only a,b       only these cases: mariadb, postgresql, redis, mount
+ *   --backups-only   skip the restore cases (the backup targets alone; with all four cases, the
+ *                    whole-environment case still runs)
  *   --profile        run the controller and agent under V8's CPU profiler (as `node --cpu-prof`)
  *                    and print where their CPU time went (slows them down: not for the table)
  *   --keep           keep the temporary directories (servers, outputs, envsnap's logs)
@@ -84,6 +86,7 @@ interface Options {
   only: Kind[];
   keep: boolean;
   profile: boolean;
+  backupsOnly: boolean;
 }
 
 function parseOptions(): Options {
@@ -97,6 +100,7 @@ function parseOptions(): Options {
       only: { type: 'string' },
       keep: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
+      'backups-only': { type: 'boolean', default: false },
     },
   });
   const only = (values.only?.split(',') ?? [...KINDS]).map((k) => k.trim());
@@ -115,6 +119,7 @@ function parseOptions(): Options {
     only: only as Kind[],
     keep: values.keep,
     profile: values.profile,
+    backupsOnly: values['backups-only'],
   };
 }
 
@@ -404,7 +409,7 @@ async function main(): Promise<void> {
     const kinds = KINDS.filter(want);
     for (const k of kinds) cases.push(await backupCase(b, k));
     if (kinds.length === KINDS.length) cases.push(await environmentCase(b, cases));
-    for (const k of kinds) cases.push(await restoreCase(b, k, sizes, files));
+    if (!opts.backupsOnly) for (const k of kinds) cases.push(await restoreCase(b, k, sizes, files));
 
     const profiles: Array<{ process: string } & ProfileSummary> = [];
     if (profileDir) {

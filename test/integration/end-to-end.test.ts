@@ -6,6 +6,7 @@
  * the failure cases (kill -9, a corrupt byte, inactive, mismatch, bad config).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -51,6 +52,7 @@ interface BackupGetJson extends BackupJson {
     kind: string;
     node: string;
     size_bytes: number;
+    raw_bytes: number | null;
     sha256: string;
   }>;
 }
@@ -220,6 +222,10 @@ describe('end to end: controller, agent and CLI', function () {
       assert.equal(bytes.length, a.size_bytes, a.name);
       assert.equal(createHash('sha256').update(bytes).digest('hex'), a.sha256, a.name);
       assert.equal(bytes.readUInt32LE(0), 0xfd2fb528, `${a.name} is zstd`);
+      // The dump tools write straight into zstd; the raw size is zstd's own count.
+      const raw = spawnSync('zstd', ['-dc', path.join(dir, a.name)], { maxBuffer: 512 * 1024 * 1024 });
+      assert.equal(raw.status, 0, `zstd -dc ${a.name}`);
+      assert.equal(a.raw_bytes, raw.stdout.length, `${a.name} raw_bytes`);
     }
     assert.deepEqual(manifest.artifacts.map((a) => a.sha256).sort(), b.artifacts.map((a) => a.sha256).sort());
   });

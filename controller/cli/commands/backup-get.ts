@@ -25,7 +25,7 @@ export function register(program: Command, run: Runner): void {
           format: a.format,
           compression: a.compression,
           size_bytes: Number(a.sizeBytes),
-          raw_bytes: Number(a.rawBytes),
+          raw_bytes: Number(a.rawBytes) || null, // 0: not known (gzip from a dump tool)
           sha256: a.sha256,
           encryption: a.encryption || null,
           key_fingerprint: a.keyFingerprint || null,
