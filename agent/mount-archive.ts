@@ -174,10 +174,15 @@ export function createMountArchive(
   const done = (async () => {
     try {
       await walker.run();
-      const outputDone = new Promise<void>((resolve) => out.once('finish', resolve));
+      // Marked in the 'finish' listener itself: 'close' may follow before the awaiting code runs.
+      const outputDone = new Promise<void>((resolve) =>
+        out.once('finish', () => {
+          finishedWriting = true;
+          resolve();
+        }),
+      );
       pack.finalize();
       await stopper.race(outputDone);
-      finishedWriting = true;
       if (walker.digest) walker.result.tree = walker.digest.result();
       return walker.result;
     } catch (err) {
