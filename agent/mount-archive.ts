@@ -223,7 +223,7 @@ class Stopper {
    * 800 MB tree.
    */
   race<T>(work: Promise<T>): Promise<T> {
-    if (this.reason !== undefined) return Promise.reject(this.reason as Error);
+    if (this.reason !== undefined) return Promise.reject(asError(this.reason));
     return new Promise<T>((resolve, reject) => {
       this.waits.add(reject);
       work.then(
@@ -233,11 +233,15 @@ class Stopper {
         },
         (err: unknown) => {
           this.waits.delete(reject);
-          reject(err as Error);
+          reject(asError(err));
         },
       );
     });
   }
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 /** An entry found by the walk, with its lstat. */
