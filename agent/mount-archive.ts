@@ -277,9 +277,9 @@ class TreeWalker {
   }
 
   /**
-   * Walks and writes the tree. File-system calls cost a thread-pool round trip each, so the walk
-   * stats a directory's entries in parallel batches, and up to PREFETCH_ENTRIES entries ahead of
-   * the writer are prepared (small files read whole) while it writes, in archive order.
+   * Walks and writes the tree, in archive order. Entries are `lstat`ed and small files read whole
+   * with synchronous calls (see SMALL_FILE_BYTES), up to PREFETCH_ENTRIES entries ahead of the
+   * writer; readdir, readlink and large files go through the thread pool.
    */
   async run(): Promise<void> {
     const st = await stat(this.root);
