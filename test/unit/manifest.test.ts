@@ -35,6 +35,16 @@ describe('manifest', () => {
     assert.deepEqual(parseManifest(serializeManifest(manifest)), manifest);
   });
 
+  it('keeps restore-drill stats through a round trip (manifests without them stay valid)', () => {
+    const stats = {
+      basis: 'quiesced' as const,
+      level: 'checksums' as const,
+      tables: [{ name: 'actor', rows: 200, checksum: '1' }],
+    };
+    const withStats: Manifest = { ...manifest, artifacts: [{ ...manifest.artifacts[0]!, stats }] };
+    assert.deepEqual(parseManifest(serializeManifest(withStats)).artifacts[0]!.stats, stats);
+  });
+
   it('checks the format version first', () => {
     const v2 = serializeManifest({
       ...manifest,
