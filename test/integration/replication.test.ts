@@ -102,6 +102,20 @@ class CuttingProxy {
   }
 }
 
+/** A storage entry for an s3rver bucket, with static credentials read from `secretFile`. */
+function s3Location(s3: TestS3, secretFile: string, name: string, prefix: string, endpoint = s3.endpoint) {
+  return {
+    name,
+    type: 's3',
+    bucket: s3.bucket,
+    prefix,
+    endpoint,
+    force_path_style: true,
+    access_key_id: S3_ACCESS_KEY,
+    secret_access_key_file: secretFile,
+  };
+}
+
 describe('replicated storage: local primary + S3 replica (s3rver)', function () {
   this.timeout(180_000);
   let work: string;
@@ -158,20 +172,10 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     proxy = await CuttingProxy.start(() => s3.port);
     const secretFile = path.join(work, 's3.secret');
     await writeFile(secretFile, S3_SECRET_KEY, { mode: 0o600 });
-    const s3Location = (name: string, prefix: string, endpoint: string) => ({
-      name,
-      type: 's3',
-      bucket: s3.bucket,
-      prefix,
-      endpoint,
-      force_path_style: true,
-      access_key_id: S3_ACCESS_KEY,
-      secret_access_key_file: secretFile,
-    });
     const storage = [
       { name: 'local', type: 'local', path: repo },
-      s3Location('offsite', 'envsnap', s3.endpoint),
-      s3Location('flaky', 'flaky', `http://127.0.0.1:${proxy.port}`),
+      s3Location(s3, secretFile, 'offsite', 'envsnap'),
+      s3Location(s3, secretFile, 'flaky', 'flaky', `http://127.0.0.1:${proxy.port}`),
     ];
     // No AWS credentials anywhere but the agents' own configs (and no instance metadata to ask).
     process.env.AWS_EC2_METADATA_DISABLED = 'true';
@@ -408,17 +412,7 @@ describe('per-location retention: a local primary kept short, an S3 replica kept
     await writeFile(secretFile, S3_SECRET_KEY, { mode: 0o600 });
     const storage = [
       { name: 'local', type: 'local', path: repo },
-      {
-        name: 'offsite',
-        type: 's3',
-        bucket: s3.bucket,
-        prefix: 'envsnap',
-        endpoint: s3.endpoint,
-        force_path_style: true,
-        access_key_id: S3_ACCESS_KEY,
-        secret_access_key_file: secretFile,
-        retention: { manual: { keep_last: 3 } },
-      },
+      { ...s3Location(s3, secretFile, 'offsite', 'envsnap'), retention: { manual: { keep_last: 3 } } },
     ];
     cluster = await EnvsnapCluster.start({
       nodes: ['node-1'],
