@@ -163,8 +163,25 @@ export interface VerificationRecord {
   locations: LocationVerification[];
 }
 
-/** The catalog format {@link Catalog} writes; 2 added the `backups-by-environment` index. */
-export const CATALOG_FORMAT = 2;
+/**
+ * The catalog format {@link Catalog} writes; 2 added the `backups-by-environment` index, 3 the
+ * `backups-under-replicated` index.
+ */
+export const CATALOG_FORMAT = 3;
+
+/**
+ * Whether a backup is complete and some replica of it still lacks its copy: a replica neither
+ * `complete` nor pruned by retention (a pruned copy is gone on purpose; see `isPrunedCopy`). These are
+ * the backups the replicator has work for.
+ */
+export function isUnderReplicated(b: BackupRecord): boolean {
+  return (
+    b.status === 'complete' &&
+    Object.entries(b.replicas ?? {}).some(
+      ([name, r]) => r.status !== 'complete' && b.pruned?.[name] === undefined,
+    )
+  );
+}
 
 /** One page of {@link Catalog.listBackupsPage}. */
 export interface BackupPage {
@@ -227,11 +244,17 @@ export interface AgentRecord {
  * backup's record, so that one environment's newest backups are a reverse
  * range read of the index and not a scan of every backup. A catalog of an
  * older format gets its index built once, when it is opened.
+ *
+ * Format 3 adds the `backups-under-replicated` index: one key per backup that
+ * {@link isUnderReplicated} (value: its environment), kept in the same batch, so
+ * that the replicator's pass reads the backups it has work for and not the
+ * whole catalog.
  */
 export class Catalog {
   private readonly db: Level<string, unknown>;
   private readonly backups;
   private readonly byEnvironment;
+  private readonly underReplicated;
   private readonly activities;
   private readonly logs;
   private readonly agents;
@@ -247,6 +270,7 @@ export class Catalog {
     this.db = db;
     this.backups = db.sublevel<string, BackupRecord>('backups', { valueEncoding: 'json' });
     this.byEnvironment = db.sublevel<string, string>('backups-by-environment', { valueEncoding: 'utf8' });
+    this.underReplicated = db.sublevel<string, string>('backups-under-replicated', { valueEncoding: 'utf8' });
     this.activities = db.sublevel<string, ActivityRecord>('activities', { valueEncoding: 'json' });
     this.logs = db.sublevel<string, LogRecord>('activity-log', { valueEncoding: 'json' });
     this.agents = db.sublevel<string, AgentRecord>('agents', { valueEncoding: 'json' });
@@ -281,31 +305,57 @@ export class Catalog {
   }
 
   /**
-   * Brings an older catalog to {@link CATALOG_FORMAT}: builds the `backups-by-environment` index from
-   * the backup records, in batches of 1,000, then writes the format marker. Interrupted, it starts
-   * over at the next open (index writes are idempotent), so the index is built once.
+   * Brings an older catalog to {@link CATALOG_FORMAT}: builds the indexes from the backup records
+   * (`backups-by-environment` and `backups-under-replicated`), in batches of 1,000, then writes the
+   * format marker. Interrupted, it starts over at the next open (index writes are idempotent), so the
+   * indexes are built once.
    */
   private async upgrade(): Promise<void> {
     if ((await this.format()) >= CATALOG_FORMAT) return;
     await this.byEnvironment.clear();
-    let batch = this.byEnvironment.batch();
+    await this.underReplicated.clear();
+    let ops: Array<ReturnType<Catalog['indexOps']>[number]> = [];
     for await (const b of this.backups.values()) {
-      batch.put(indexKey(b.environment, b.id), '');
-      if (batch.length >= 1000) {
-        await batch.write();
-        batch = this.byEnvironment.batch();
+      ops.push(...this.indexOps(b));
+      if (ops.length >= 1000) {
+        await this.db.batch(ops);
+        ops = [];
       }
     }
-    await batch.write();
+    await this.db.batch(ops);
     await this.meta.put('catalog-format', CATALOG_FORMAT);
   }
 
-  /** Writes a backup's record and its index key in one batch. */
+  /** The index writes that go with storing `b`. */
+  private indexOps(b: BackupRecord) {
+    return [
+      { type: 'put' as const, key: indexKey(b.environment, b.id), value: '', sublevel: this.byEnvironment },
+      isUnderReplicated(b)
+        ? { type: 'put' as const, key: b.id, value: b.environment, sublevel: this.underReplicated }
+        : { type: 'del' as const, key: b.id, sublevel: this.underReplicated },
+    ];
+  }
+
+  /** Writes a backup's record and its index keys in one batch. */
   async putBackup(b: BackupRecord): Promise<void> {
-    await this.db.batch([
-      { type: 'put', key: b.id, value: b, sublevel: this.backups },
-      { type: 'put', key: indexKey(b.environment, b.id), value: '', sublevel: this.byEnvironment },
-    ]);
+    await this.db.batch([{ type: 'put', key: b.id, value: b, sublevel: this.backups }, ...this.indexOps(b)]);
+  }
+
+  /**
+   * The backups the replicator has work for ({@link isUnderReplicated}), oldest first, read through
+   * the `backups-under-replicated` index: the cost is their number, not the catalog's.
+   */
+  async listUnderReplicated(): Promise<BackupRecord[]> {
+    const ids = await this.underReplicated.keys().all();
+    const found = await this.backups.getMany(ids);
+    return found.filter((b): b is BackupRecord => b !== undefined);
+  }
+
+  /** How many backups of each environment are {@link isUnderReplicated} (index keys only). */
+  async countUnderReplicated(): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    for await (const env of this.underReplicated.values()) counts.set(env, (counts.get(env) ?? 0) + 1);
+    return counts;
   }
 
   /** @throws NotFoundError when no backup has this id. */
@@ -361,7 +411,7 @@ export class Catalog {
     return { backups, more };
   }
 
-  /** Removes a backup's entry, its index key and its verification and drill records in one batch. */
+  /** Removes a backup's entry, its index keys and its verification and drill records in one batch. */
   async deleteBackup(id: string): Promise<void> {
     const b = await this.backups.get(id);
     await this.db.batch([
@@ -369,6 +419,7 @@ export class Catalog {
       ...(b
         ? [{ type: 'del' as const, key: indexKey(b.environment, id), sublevel: this.byEnvironment }]
         : []),
+      { type: 'del', key: id, sublevel: this.underReplicated },
       { type: 'del', key: id, sublevel: this.verifications },
       { type: 'del', key: id, sublevel: this.drills },
     ]);

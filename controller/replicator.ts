@@ -11,9 +11,10 @@ const MAX_BACKOFF_MS = 3600_000;
 
 /**
  * Retries replica copies that failed during a backup's single pass: every
- * `intervalMs` it looks for complete backups with a `failed` replica whose
- * next attempt is due, and copies each artifact and the manifest from the
- * primary copy to that replica, checking size and SHA-256. A success marks
+ * `intervalMs` it reads the catalog's under-replicated backups
+ * (`Catalog.listUnderReplicated`, an index: not the whole catalog) and, for
+ * each replica whose next attempt is due, copies each artifact and the
+ * manifest from the primary copy to that replica, checking size and SHA-256. A success marks
  * the replica `complete`; a failure doubles the wait (capped at one hour).
  */
 export class Replicator {
@@ -37,32 +38,25 @@ export class Replicator {
     this.timer.unref();
   }
 
-  /** One pass over the catalog. Never throws. */
+  /** One pass over the under-replicated backups. Never throws. */
   async pass(): Promise<void> {
-    // With one location there is no replica to copy: do not read the whole catalog every interval.
+    // With one location there is no replica to copy: nothing to read.
     if (this.storages.all().length < 2) return;
     try {
       const now = Date.now();
-      let under = new Map<string, number>();
-      for (const b of await this.catalog.listBackups()) {
-        if (b.status !== 'complete' || !b.replicas) continue;
-        for (const [name, state] of Object.entries(b.replicas)) {
+      // The catalog's under-replicated index: a pass reads the backups with work, not every backup.
+      for (const b of await this.catalog.listUnderReplicated()) {
+        for (const [name, state] of Object.entries(b.replicas ?? {})) {
           // A copy retention pruned on purpose is not copied back.
           if (state.status === 'complete' || isPrunedCopy(b, name)) continue;
-          under.set(b.environment, (under.get(b.environment) ?? 0) + 1);
           if (state.nextAttempt && Date.parse(state.nextAttempt) > now) continue;
           await this.copy(b, name);
         }
       }
-      // Count again after the copies.
-      under = new Map();
-      for (const b of await this.catalog.listBackups()) {
-        if (b.status !== 'complete' || !b.replicas) continue;
-        if (Object.entries(b.replicas).some(([name, r]) => r.status !== 'complete' && !isPrunedCopy(b, name)))
-          under.set(b.environment, (under.get(b.environment) ?? 0) + 1);
-      }
+      // Count after the copies.
       this.metrics.underReplicated.reset();
-      for (const [env, n] of under) this.metrics.underReplicated.set({ environment: env }, n);
+      for (const [env, n] of await this.catalog.countUnderReplicated())
+        this.metrics.underReplicated.set({ environment: env }, n);
     } catch (err) {
       this.logger.error({ err: errorMessage(err) }, 'replication pass failed');
     }

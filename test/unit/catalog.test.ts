@@ -136,6 +136,50 @@ describe('catalog', () => {
     assert.equal((await catalog.listBackups('nope')).length, 0);
   });
 
+  it('keeps an index of the backups with a replica copy to make, in the same batch as the record', async () => {
+    const t = Date.UTC(2026, 0, 1);
+    const done = {
+      ...backup('main', t),
+      replicas: { offsite: { status: 'complete' as const, attempts: 0 } },
+    };
+    const failed = {
+      ...backup('main', t + 1000),
+      replicas: { offsite: { status: 'failed' as const, attempts: 1 } },
+    };
+    const other = {
+      ...backup('staging', t + 2000),
+      replicas: { offsite: { status: 'failed' as const, attempts: 0 } },
+    };
+    const running = {
+      ...backup('main', t + 3000),
+      status: 'in_progress' as const,
+      replicas: { offsite: { status: 'failed' as const, attempts: 0 } },
+    };
+    for (const b of [done, failed, other, running, backup('main', t + 4000)]) await catalog.putBackup(b);
+    assert.deepEqual(
+      (await catalog.listUnderReplicated()).map((b) => b.id),
+      [failed.id, other.id],
+    );
+    assert.deepEqual(
+      [...(await catalog.countUnderReplicated())],
+      [
+        ['main', 1],
+        ['staging', 1],
+      ],
+    );
+    // Copied: out of the index. Pruned by retention on purpose: out too. Deleted: out.
+    await catalog.putBackup({ ...failed, replicas: { offsite: { status: 'complete', attempts: 2 } } });
+    await catalog.putBackup({
+      ...other,
+      pruned: { offsite: { time: new Date(t).toISOString(), reason: 'keep_last 1' } },
+    });
+    assert.deepEqual(await catalog.listUnderReplicated(), []);
+    await catalog.putBackup(failed);
+    await catalog.deleteBackup(failed.id);
+    assert.deepEqual(await catalog.listUnderReplicated(), []);
+    assert.equal((await catalog.countUnderReplicated()).size, 0);
+  });
+
   it('builds the index once for a catalog written before it (format 1)', async () => {
     assert.equal(await catalog.format(), CATALOG_FORMAT);
     const t = Date.UTC(2026, 0, 1);
@@ -146,11 +190,15 @@ describe('catalog', () => {
     const records = db.sublevel<string, BackupRecord>('backups', { valueEncoding: 'json' });
     const ids: string[] = [];
     for (let i = 0; i < 2500; i++) {
-      const b = backup(i % 2 ? 'main' : 'staging', t + i * 1000);
+      const b: BackupRecord = {
+        ...backup(i % 2 ? 'main' : 'staging', t + i * 1000),
+        ...(i % 500 === 0 ? { replicas: { offsite: { status: 'failed' as const, attempts: 1 } } } : {}),
+      };
       ids.push(b.id);
       await records.put(b.id, b);
     }
     await db.sublevel('backups-by-environment').clear();
+    await db.sublevel('backups-under-replicated').clear();
     await db.sublevel('meta', { valueEncoding: 'json' }).del('catalog-format');
     await db.close();
 
@@ -162,5 +210,9 @@ describe('catalog', () => {
       [ids[2499], ids[2497]],
     );
     assert.equal(page.more, 1248);
+    assert.deepEqual(
+      (await catalog.listUnderReplicated()).map((b) => b.id),
+      [ids[0], ids[500], ids[1000], ids[1500], ids[2000]],
+    );
   });
 });
