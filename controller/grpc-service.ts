@@ -80,6 +80,12 @@ function wireBackup(b: BackupRecord, isRestorable: (b: BackupRecord) => boolean)
 
 /** `backup:list`'s page when the request names no limit. */
 export const DEFAULT_LIST_LIMIT = 50;
+/**
+ * The most backups one ListBackups response holds, whatever its limit: a reply is built whole in
+ * memory (10,000 backups in one reply took the controller from 158 MB to 721 MB), so longer lists
+ * are pages followed with `next_before`.
+ */
+export const MAX_LIST_PAGE = 1000;
 
 function wireVerification(v: BackupVerification, restorable: boolean): WireBackupVerification {
   return {
@@ -184,7 +190,7 @@ export function createControllerHandlers(deps: {
         before: string;
         all: boolean;
       }): Promise<WireBackupPage> => {
-        const limit = req.all ? Infinity : req.limit || DEFAULT_LIST_LIMIT;
+        const limit = Math.min(req.all ? Infinity : req.limit || DEFAULT_LIST_LIMIT, MAX_LIST_PAGE);
         const page = await catalog.listBackupsPage({
           limit,
           ...(req.environment ? { environment: req.environment } : {}),

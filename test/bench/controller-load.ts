@@ -176,15 +176,26 @@ class SimulatedAgent {
   }
 }
 
-/** One `ListBackups` call: the default page (what `backup:list` asks for), or with `all` every backup. */
-function listBackups(client: Client, environment: string, all = false): Promise<number> {
-  return new Promise((resolve, reject) => {
-    client.ListBackups!(
-      { environment, all },
-      (err: grpc.ServiceError | null, res?: { backups: unknown[] }) =>
-        err ? reject(err) : resolve(res!.backups.length),
+/**
+ * One `ListBackups` call: the default page (what `backup:list` asks for); or, with `all`, every
+ * backup, following `nextBefore` through the controller's pages of 1,000 as `backup:list --all` does.
+ * Resolves to the number of backups returned.
+ */
+async function listBackups(client: Client, environment: string, all = false): Promise<number> {
+  let returned = 0;
+  let before = '';
+  for (;;) {
+    const res = await new Promise<{ backups: unknown[]; more: number; nextBefore: string }>(
+      (resolve, reject) => {
+        client.ListBackups!({ environment, all, before }, (err: grpc.ServiceError | null, r?: never) =>
+          err ? reject(err) : resolve(r!),
+        );
+      },
     );
-  });
+    returned += res.backups.length;
+    if (!all || !res.nextBefore) return returned;
+    before = res.nextBefore;
+  }
 }
 
 async function measureList(

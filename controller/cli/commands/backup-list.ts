@@ -1,9 +1,28 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from '../../../shared/errors.js';
 import { checkId } from '../../../shared/ids.js';
-import type { WireBackupPage } from '../../../shared/wire.js';
+import type { WireBackup, WireBackupPage } from '../../../shared/wire.js';
 import type { Runner } from '../runner.js';
 import { humanBytes, parseFormat, printList } from '../output.js';
+
+/** What `backup:list` shows of a backup. */
+type BackupSummary = ReturnType<typeof summary>;
+
+function summary(b: WireBackup) {
+  return {
+    id: b.id,
+    environment: b.environment,
+    created: b.created,
+    finished: b.finished || null,
+    status: b.status.toLowerCase(),
+    restorable: b.restorable,
+    live: b.live,
+    tag: b.tag,
+    size_bytes: Number(b.sizeBytes),
+    error: b.error || null,
+    copies: b.copies ?? [],
+  };
+}
 
 /**
  * `envsnap backup:list` (alias `backups`): an environment's backups, newest first, a page at a time:
@@ -28,25 +47,21 @@ export function register(program: Command, run: Runner): void {
           throw new InvalidArgumentError(`--limit must be a positive integer, got "${opts.limit}"`, {
             hint: 'use --all to list every backup',
           });
-        const res = await client.call<WireBackupPage>('ListBackups', {
-          environment: opts.environment ?? '',
-          limit,
-          before: opts.before ? checkId(opts.before, 'backup') : '',
-          all: Boolean(opts.all),
-        });
-        const items = res.backups.map((b) => ({
-          id: b.id,
-          environment: b.environment,
-          created: b.created,
-          finished: b.finished || null,
-          status: b.status.toLowerCase(),
-          restorable: b.restorable,
-          live: b.live,
-          tag: b.tag,
-          size_bytes: Number(b.sizeBytes),
-          error: b.error || null,
-          copies: b.copies ?? [],
-        }));
+        // The controller answers at most MAX_LIST_PAGE (1,000) backups per call: follow next_before.
+        // Only the listed fields are kept here, so a long --all holds summaries, not whole records.
+        const items: BackupSummary[] = [];
+        let before = opts.before ? checkId(opts.before, 'backup') : '';
+        let res: WireBackupPage;
+        do {
+          res = await client.call<WireBackupPage>('ListBackups', {
+            environment: opts.environment ?? '',
+            limit: opts.all ? 0 : limit - items.length,
+            before,
+            all: Boolean(opts.all),
+          });
+          items.push(...res.backups.map(summary));
+          before = res.nextBefore;
+        } while (Number(res.more ?? 0) > 0 && before && (opts.all || items.length < limit));
         printList(format, items, [
           ['Created', (b) => b.created],
           ['Backup ID', (b) => b.id],
@@ -58,7 +73,7 @@ export function register(program: Command, run: Runner): void {
           ['Copies', (b) => b.copies.join(', ')],
         ]);
         const more = Number(res.more ?? 0);
-        if (more > 0) {
+        if (more > 0 && !opts.all) {
           process.stderr.write(
             `${more} more, use --limit ${items.length + more} or --all (next page: --before ${res.nextBefore})\n`,
           );
