@@ -9,7 +9,7 @@
 import type { ArtifactStats, DrillStatsLevel, StatsBasis } from '../shared/drill-stats.js';
 import { errorMessage } from '../shared/errors.js';
 import type { DumpUnit, EngineContext, ServiceTarget } from './engines/engine.js';
-import { mariadbTableStats } from './engines/mariadb-stats.js';
+import { mariadbStats } from './engines/mariadb-stats.js';
 import { startPostgresqlStats } from './engines/postgresql-stats.js';
 import { redisKeyspaceStats } from './engines/redis-stats.js';
 
@@ -56,15 +56,17 @@ export async function startStats(
     switch (service.kind) {
       case 'mariadb':
       case 'mysql': {
-        const tables = await mariadbTableStats(
+        const { tables, objects } = await mariadbStats(
           service.kind,
           service.connection,
           unit.database,
           checksums,
           ctx,
         );
-        ctx.log(`${unit.database}: drill stats of ${tables.length} tables taken in ${took()}`);
-        const stats: ArtifactStats = { basis: nextTo, level, tables };
+        ctx.log(
+          `${unit.database}: drill stats of ${tables.length} tables and ${objects.length} other objects taken in ${took()}`,
+        );
+        const stats: ArtifactStats = { basis: nextTo, level, tables, objects };
         return { unit, finish: () => Promise.resolve(stats) };
       }
       case 'postgresql': {

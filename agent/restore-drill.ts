@@ -56,7 +56,7 @@ export async function drillServiceArtifacts(
           case 'mariadb':
           case 'mysql': {
             const r = await drillMariadb(service.kind, service.connection, a.database, raw, checksums, ctx);
-            return { stats: { tables: r.tables }, cleanup: r.cleanup };
+            return { stats: { tables: r.tables, objects: r.objects }, cleanup: r.cleanup };
           }
           case 'postgresql': {
             const r = await drillPostgresql(service, a.database, raw, checksums, ctx);

@@ -6,7 +6,8 @@
  *
  * - Databases (MariaDB/MySQL, PostgreSQL): per base table, its row count and, at level
  *   `checksums`, a checksum of its rows (MariaDB: `CHECKSUM TABLE ... EXTENDED`; PostgreSQL: an
- *   order-independent sum of per-row MD5s, see agent/engines/postgresql-stats.ts).
+ *   order-independent sum of per-row MD5s, see agent/engines/postgresql-stats.ts). MariaDB also
+ *   records its schema objects without rows (views, routines, triggers, events) by name.
  * - Redis: per database index, the key count and how many of those keys have a time to live.
  * - Mounts: counts of files, directories and symlinks, bytes of file content, and a SHA-256 over
  *   the entries in archive order (see agent/mount-archive.ts).
@@ -50,6 +51,11 @@ export interface ArtifactStats {
   basis: StatsBasis;
   level: 'checksums' | 'counts';
   tables?: TableStats[];
+  /**
+   * Schema objects that hold no rows, sorted `<kind> <name>` (`view actor_info`, `procedure
+   * film_in_stock`, `trigger customer_create_date`); absent in stats recorded before they were.
+   */
+  objects?: string[];
   keyspaces?: KeyspaceStats[];
   tree?: TreeStats;
 }
@@ -73,7 +79,8 @@ export const MAX_DIFFERENCES = 50;
  * Compares the stats recorded at backup time with those a drill found in the scratch target.
  *
  * Tables: every recorded table must be there with the same row count and (when both sides have
- * one) the same checksum; a table the backup did not record is a difference too. Redis: per
+ * one) the same checksum; a table the backup did not record is a difference too. Schema objects
+ * (when the backup recorded them, i.e. a list that is not empty) must all be there, and no other. Redis: per
  * database, the keys without a time to live must match exactly; keys with one may be fewer (they
  * expire). Mount trees: every count and the tree hash must match.
  *
@@ -96,6 +103,13 @@ export function compareStats(recorded: ArtifactStats, observed: ArtifactStats): 
         out.push(`table ${t.name}: checksum ${t.checksum} at backup time, ${o.checksum} restored`);
     }
     for (const name of seen.keys()) out.push(`table ${name}: restored but not in the backup's stats`);
+  }
+  if (recorded.objects && recorded.objects.length > 0) {
+    const found = new Set(observed.objects ?? []);
+    for (const o of recorded.objects) {
+      if (!found.delete(o)) out.push(`${o}: missing after the restore`);
+    }
+    for (const o of found) out.push(`${o}: restored but not in the backup's stats`);
   }
   if (recorded.keyspaces) {
     const found = new Map((observed.keyspaces ?? []).map((k) => [k.db, k]));
@@ -179,7 +193,7 @@ export function summarize(s: ArtifactStats): string {
   if (s.tables) {
     const rows = s.tables.reduce((n, t) => n + t.rows, 0);
     parts.push(
-      `${s.tables.length} tables, ${rows} rows${s.level === 'checksums' ? ', checksums' : ''} match`,
+      `${s.tables.length} tables, ${rows} rows${s.level === 'checksums' ? ', checksums' : ''}${s.objects?.length ? `, ${s.objects.length} other objects` : ''} match`,
     );
   }
   if (s.keyspaces) parts.push(`${s.keyspaces.reduce((n, k) => n + k.keys, 0)} keys match`);
@@ -201,6 +215,7 @@ export function statsFromWire(w: unknown, kind: string): ArtifactStats | undefin
         basis?: string;
         level?: string;
         tables?: TableStats[];
+        objects?: string[];
         keyspaces?: KeyspaceStats[];
         tree?: TreeStats | null;
       }
@@ -232,6 +247,9 @@ export function statsFromWire(w: unknown, kind: string): ArtifactStats | undefin
       rows: Number(t.rows),
       checksum: t.checksum ?? '',
     }));
+    // Unset on the wire reads as []: kept only when there are some (compareStats checks objects
+    // only when some were recorded).
+    if (s.objects?.length) out.objects = [...s.objects];
   }
   return out;
 }

@@ -46,45 +46,69 @@ async function openClient(
 }
 
 /**
- * Row count and (with `checksums`) `CHECKSUM TABLE ... EXTENDED` of every base table of `db`, in
- * table-name order.
+ * The schema objects of `db` that hold no rows but that a restore must bring back (views, stored
+ * procedures and functions, triggers, events: what mariadb-dump's `--routines --triggers --events`
+ * write), as sorted `<kind> <name>` strings, e.g. `procedure film_in_stock`, `trigger
+ * customer_create_date`. Names only: their definitions name the database, which a drill's scratch
+ * copy renames.
+ */
+function objectsSql(db: string): string {
+  const d = hexString(db);
+  return (
+    `SELECT CONCAT('view ', TABLE_NAME) AS o FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ${d} ` +
+    `UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ${d} ` +
+    `UNION ALL SELECT CONCAT('trigger ', TRIGGER_NAME) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ${d} ` +
+    `UNION ALL SELECT CONCAT('event ', EVENT_NAME) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ${d} ` +
+    `ORDER BY o;`
+  );
+}
+
+/**
+ * The drill stats of `db`: row count and (with `checksums`) `CHECKSUM TABLE ... EXTENDED` of every
+ * base table, in table-name order, and its schema objects (see {@link objectsSql}).
  *
  * @throws ToolFailedError when a statement fails (e.g. the rights to read a table are missing).
  */
-export async function mariadbTableStats(
+export async function mariadbStats(
   kind: 'mariadb' | 'mysql',
   conn: ResolvedConnection,
   db: string,
   checksums: boolean,
   ctx: EngineContext,
-): Promise<TableStats[]> {
+): Promise<{ tables: TableStats[]; objects: string[] }> {
   const client = await openClient(kind, conn, ctx, ctx.signal);
   try {
-    const tables = (
-      await client.rows(
-        `SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${hexString(db)} ` +
-          `AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;`,
-      )
-    ).map((r) => r[0] ?? '');
-    if (tables.length === 0) return [];
-    const sql = tables
-      .map((t) => {
-        const q = `${quoteIdent(db)}.${quoteIdent(t)}`;
-        return `SELECT COUNT(*) FROM ${q};${checksums ? `\nCHECKSUM TABLE ${q} EXTENDED;` : ''}`;
-      })
-      .join('\n');
-    const rows = await client.rows(sql);
-    const per = checksums ? 2 : 1;
-    if (rows.length !== tables.length * per)
-      throw new Error(`expected ${tables.length * per} result rows from the client, got ${rows.length}`);
-    return tables.map((name, i) => ({
-      name,
-      rows: Number(rows[i * per]?.[0] ?? 0),
-      checksum: checksums ? (rows[i * per + 1]?.[1] ?? '') : '',
-    }));
+    const objects = (await client.rows(objectsSql(db))).map((r) => r[0] ?? '');
+    return { tables: await tableStats(client, db, checksums), objects };
   } finally {
     await client.close();
   }
+}
+
+/** Row count and (with `checksums`) checksum of every base table of `db`, in table-name order. */
+async function tableStats(client: MariadbClient, db: string, checksums: boolean): Promise<TableStats[]> {
+  const tables = (
+    await client.rows(
+      `SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${hexString(db)} ` +
+        `AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;`,
+    )
+  ).map((r) => r[0] ?? '');
+  if (tables.length === 0) return [];
+  const sql = tables
+    .map((t) => {
+      const q = `${quoteIdent(db)}.${quoteIdent(t)}`;
+      return `SELECT COUNT(*) FROM ${q};${checksums ? `\nCHECKSUM TABLE ${q} EXTENDED;` : ''}`;
+    })
+    .join('\n');
+  const rows = await client.rows(sql);
+  const per = checksums ? 2 : 1;
+  if (rows.length !== tables.length * per)
+    throw new Error(`expected ${tables.length * per} result rows from the client, got ${rows.length}`);
+  return tables.map((name, i) => ({
+    name,
+    rows: Number(rows[i * per]?.[0] ?? 0),
+    checksum: checksums ? (rows[i * per + 1]?.[1] ?? '') : '',
+  }));
 }
 
 /**
@@ -103,10 +127,10 @@ export async function drillMariadb(
   input: Readable,
   checksums: boolean,
   ctx: EngineContext,
-): Promise<{ tables: TableStats[]; cleanup: Promise<string> }> {
+): Promise<{ tables: TableStats[]; objects: string[]; cleanup: Promise<string> }> {
   const scratch = drillName(db, MARIADB_NAME_LIMIT);
   const client = await openClient(kind, conn, ctx, ctx.signal);
-  let result: TableStats[] | undefined;
+  let result: { tables: TableStats[]; objects: string[] } | undefined;
   let failure: unknown;
   try {
     await client.exec(`DROP DATABASE IF EXISTS ${quoteIdent(scratch)};`);
@@ -120,7 +144,7 @@ export async function drillMariadb(
     await feedTool(input.pipe(rewriter), load);
     ctx.signal.throwIfAborted();
     ctx.log(`${db}: loaded into the scratch database ${scratch}`);
-    result = await mariadbTableStats(kind, conn, scratch, checksums, ctx);
+    result = await mariadbStats(kind, conn, scratch, checksums, ctx);
   } catch (err) {
     failure = ctx.signal.aborted ? new TaskAbortedError(`drill of ${db} was stopped`, { cause: err }) : err;
   } finally {
@@ -131,7 +155,7 @@ export async function drillMariadb(
     await cleanup;
     throw failure as Error;
   }
-  return { tables: result ?? [], cleanup };
+  return { tables: result?.tables ?? [], objects: result?.objects ?? [], cleanup };
 }
 
 /** Drops the scratch database; resolves with '' or the reason it could not (never rejects). */

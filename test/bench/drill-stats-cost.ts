@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { mariadbTableStats } from '../../agent/engines/mariadb-stats.js';
+import { mariadbStats } from '../../agent/engines/mariadb-stats.js';
 import { createMountArchive } from '../../agent/mount-archive.js';
 import { postgresqlTableStats } from '../../agent/engines/postgresql-stats.js';
 import type { EngineContext } from '../../agent/engines/engine.js';
@@ -55,8 +55,10 @@ async function main(): Promise<void> {
         `mariadb-dump --defaults-file=${maria.defaultsFile} --single-transaction --quick ${MARIADB_DATABASE} > /dev/null`,
       ]),
     );
-    const [mcount, mt] = await timed(() => mariadbTableStats('mariadb', conn, MARIADB_DATABASE, false, ctx));
-    const [msum] = await timed(() => mariadbTableStats('mariadb', conn, MARIADB_DATABASE, true, ctx));
+    const [mcount, { tables: mt }] = await timed(() =>
+      mariadbStats('mariadb', conn, MARIADB_DATABASE, false, ctx),
+    );
+    const [msum] = await timed(() => mariadbStats('mariadb', conn, MARIADB_DATABASE, true, ctx));
     const mrows = mt.reduce((n, t) => n + t.rows, 0);
     rows.push(
       `| MariaDB, ${mt.length} tables, ${mrows} rows | ${mdump.toFixed(2)} | ${mcount.toFixed(2)} | ${msum.toFixed(2)} |`,

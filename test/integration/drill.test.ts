@@ -16,6 +16,7 @@ import path from 'node:path';
 import { Catalog } from '../../controller/catalog.js';
 import { fillRedis, loadSakilaMariadb, loadSakilaPostgres, makeMountTree } from '../helpers/datasets.js';
 import { EnvsnapCluster, type CliResult } from '../helpers/envsnap.js';
+import type { ArtifactStats } from '../../shared/drill-stats.js';
 import {
   mariadbFingerprint,
   postgresFingerprint,
@@ -55,13 +56,7 @@ interface ManifestJson {
     format: string;
     size_bytes: number;
     sha256: string;
-    stats?: {
-      basis: string;
-      level: string;
-      tables?: Array<{ name: string; rows: number; checksum: string }>;
-      keyspaces?: Array<{ db: number; keys: number; expires: number }>;
-      tree?: { files: number; directories: number; symlinks: number; bytes: number; sha256: string };
-    };
+    stats?: ArtifactStats;
   }>;
 }
 
@@ -198,6 +193,17 @@ describe('backup:drill: restore drills into scratch targets (real servers)', fun
     assert.equal(rental?.rows, 16044);
     assert.match(rental?.checksum ?? '', /^\d+$/);
     assert.equal(sql.stats?.tables?.length, 16);
+    // Sakila's schema objects without rows: 7 views, 6 triggers, 3 procedures, 3 functions.
+    const objects = sql.stats?.objects ?? [];
+    for (const o of [
+      'view actor_info',
+      'trigger ins_film',
+      'procedure film_in_stock',
+      'function get_customer_balance',
+    ])
+      assert.ok(objects.includes(o), objects.join(', '));
+    assert.equal(objects.filter((o) => o.startsWith('view ')).length, 7);
+    assert.equal(objects.filter((o) => o.startsWith('trigger ')).length, 6);
     const pgdump = m.artifacts.find((a) => a.format === 'pg_custom')!;
     assert.equal(pgdump.stats?.basis, 'snapshot', 'PostgreSQL stats come from the dump snapshot');
     assert.equal(pgdump.stats?.tables?.find((t) => t.name === 'public.rental')?.rows, 16044);
@@ -254,8 +260,12 @@ describe('backup:drill: restore drills into scratch targets (real servers)', fun
         assert.ok(text.includes('PENELOPE'));
         text = text.replace('PENELOPE', 'PENELOPX');
       }
-      // ... and, in the SQL dump, a table that is not there any more under its name.
-      if (a.name.endsWith('.sql.zst')) text = text.replaceAll('`category`', '`categorx`');
+      // ... and, in the SQL dump, a table and a trigger that are not there any more under their names.
+      if (a.name.endsWith('.sql.zst')) {
+        text = text.replaceAll('`category`', '`categorx`');
+        assert.ok(text.includes('TRIGGER `del_film`'));
+        text = text.replaceAll('TRIGGER `del_film`', 'TRIGGER `del_filx`');
+      }
       const packed = spawnSync('zstd', ['-q', '-c'], {
         input: Buffer.from(text, 'latin1'),
         maxBuffer: 1 << 30,
@@ -309,6 +319,11 @@ describe('backup:drill: restore drills into scratch targets (real servers)', fun
       sql.differences.join('\n'),
     );
     assert.ok(sql.differences.includes("table categorx: restored but not in the backup's stats"));
+    assert.ok(
+      sql.differences.includes('trigger del_film: missing after the restore'),
+      sql.differences.join('\n'),
+    );
+    assert.ok(sql.differences.includes("trigger del_filx: restored but not in the backup's stats"));
     const pgd = byName.get('pg/sakila.pgdump.zst')!;
     assert.equal(pgd.result, 'fail');
     assert.ok(

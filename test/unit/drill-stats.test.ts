@@ -48,6 +48,21 @@ describe('restore-drill stats comparison', () => {
     ]);
   });
 
+  it('names a schema object missing or extra after the restore, when the backup recorded them', () => {
+    const recorded = {
+      ...tables([['film', 1000, '456']]),
+      objects: ['procedure film_in_stock', 'trigger ins_film'],
+    };
+    assert.deepEqual(compareStats(recorded, structuredClone(recorded)), []);
+    assert.deepEqual(
+      compareStats(recorded, { ...recorded, objects: ['procedure film_in_stock', 'view v'] }),
+      ['trigger ins_film: missing after the restore', "view v: restored but not in the backup's stats"],
+    );
+    // Stats recorded before objects were (or by an older agent: [] on the wire) check tables only.
+    assert.deepEqual(compareStats({ ...recorded, objects: [] }, { ...recorded, objects: ['view v'] }), []);
+    assert.deepEqual(compareStats(tables([['film', 1000, '456']]), recorded), []);
+  });
+
   it('compares only counts when one side has no checksum (level counts)', () => {
     assert.deepEqual(compareStats(tables([['a', 1, '']]), tables([['a', 1, '77']])), []);
   });
