@@ -158,6 +158,7 @@ describe('local locations an agent shares with the controller', function () {
     const { id, stored } = await backup();
     assert.equal((await counters()).received - before.received, stored);
     await damageAndRestore(id);
-    assert.match(await agentLog(), /storage "local": agent.direct_local_storage is off/);
+    // JSON log lines: the quotes are escaped.
+    assert.match(await agentLog(), /storage \\"local\\": agent\.direct_local_storage is off/);
   });
 });
