@@ -289,12 +289,25 @@ describe('high availability: dump locks, quiesce/resume, db-dump (three agents)'
       b.artifacts.filter((a) => a.service === 'db').map((a) => a.node),
       ['node-3'],
     );
-    const stored = (await readdir(path.join(cluster.repository, 'backups', id, 'db'))).sort();
+    // Stored under the new holder's attempt key; the dead holder's attempt and its upload in
+    // progress (a temporary file named after its key) are gone.
+    const manifest = JSON.parse(
+      await readFile(path.join(cluster.repository, 'backups', id, 'manifest.json'), 'utf8'),
+    ) as { artifacts: Array<{ service: string; key?: string }> };
+    const dbDir = path.join(cluster.repository, 'backups', id, 'db');
+    const stored = (await readdir(dbDir, { recursive: true, withFileTypes: true }))
+      .filter((e) => e.isFile())
+      .map((e) => path.relative(cluster.repository, path.join(e.parentPath, e.name)))
+      .sort();
     assert.deepEqual(
       stored,
-      b.artifacts.filter((a) => a.service === 'db').map((a) => a.name.split('/')[1]),
+      manifest.artifacts.filter((a) => a.service === 'db').map((a) => a.key),
       'only the new holder artifact is stored',
     );
+    const pending = (await readdir(path.join(cluster.repository, '.tmp'))).filter((n) =>
+      n.startsWith(encodeURIComponent(`backups/${id}/`)),
+    );
+    assert.deepEqual(pending, [], 'no upload in progress is left');
     const intervals = (await dumpIntervals('db')).filter((i) => i.start >= killedAt - 30_000);
     const taker = intervals.find((i) => i.node === 'node-3');
     assert.ok(taker && taker.start >= killedAt, 'node-3 started after node-2 died');
