@@ -96,6 +96,7 @@ export class Agent {
       this.logger,
       this.config.encryptionKeyFile ? await loadEncryptionKey(this.config.encryptionKeyFile) : undefined,
       this.config.storage,
+      this.config.directLocalStorage,
     );
     if (this.config.metricsListen) {
       this.metricsServer = await startMetricsServer(this.metrics.registry, this.config.metricsListen);
@@ -251,6 +252,7 @@ export class Agent {
       compression: { zstdLevel: next.zstdLevel, zstdThreads: next.zstdThreads },
       encryption: key,
       storage: next.storage,
+      directLocalStorage: next.directLocalStorage,
     });
     this.logger.info({ concurrency: next.concurrency, encrypted: Boolean(key) }, 'configuration reloaded');
     return true;

@@ -100,17 +100,21 @@ function drainedOrClosed(stream: PassThrough): Promise<void> {
   });
 }
 
-/** An s3 location this task writes straight, or why it cannot. */
+/** A location this task writes straight (s3, or a local one it shares), or why it cannot. */
 type DirectLocation =
   { target: WireStorageTarget; storage: StorageBackend } | { target: WireStorageTarget; error: string };
 
 /**
  * Where a backup task's artifacts go: every storage location of the
- * environment, written in one pass. Controller-side locations (`local`) share
- * one branch, the UploadArtifact stream to the controller, which tees them
- * there; each `s3` location gets its own branch, a multipart upload straight
- * to the bucket (5 MiB parts, 2 in flight). The agent never receives
- * credentials: it opens s3 locations with its own (see `openDirectTarget`).
+ * environment, written in one pass. Each `s3` location gets its own branch, a
+ * multipart upload straight to the bucket (5 MiB parts, 2 in flight); each
+ * `local` location this node proves it shares with the controller
+ * (`proveSharedLocation`: same directory, same user, writable) gets its own
+ * branch too, an atomic file write (LocalBackend: temporary file, fsync,
+ * rename, directory fsync). The other local locations share one branch, the
+ * UploadArtifact stream to the controller, which tees them there. The agent
+ * never receives credentials: it opens s3 locations with its own (see
+ * `openDirectTarget`).
  *
  * Direct copies are stored under the attempt's key (`attemptArtifactKey`:
  * the task's fencing token in the key), so that a stale dump-lock holder
@@ -126,9 +130,9 @@ export class ArtifactSinks {
     private readonly direct: DirectLocation[],
   ) {}
 
-  /** Whether the task's targets include a location written straight (else the plain UploadArtifact path applies). */
+  /** Whether the task's targets include a location it may write straight (else the plain UploadArtifact path applies). */
   static needed(targets: readonly WireStorageTarget[] | undefined): boolean {
-    return (targets ?? []).some((t) => t.kind === 's3');
+    return (targets ?? []).some((t) => t.kind === 's3' || (t.kind === 'local' && t.local));
   }
 
   /**
@@ -137,7 +141,8 @@ export class ArtifactSinks {
    * @throws StorageUnavailableError when the primary is an s3 location this
    *   node cannot open (no credentials, access denied, unreachable). A replica
    *   that cannot be opened is logged (`warn`) and reported failed for every
-   *   artifact; the controller copies it later from the primary.
+   *   artifact; the controller copies it later from the primary. A local
+   *   location `openLocal` does not open goes through the controller.
    */
   static async open(opts: {
     client: grpc.Client;
@@ -149,9 +154,17 @@ export class ArtifactSinks {
     own: readonly StorageConfig[];
     nodeId: string;
     warn: (message: string) => void;
+    /** Opens a local location this node shares with the controller; undefined: through the controller. */
+    openLocal: (target: WireStorageTarget) => Promise<StorageBackend | undefined>;
   }): Promise<ArtifactSinks> {
     const direct: DirectLocation[] = [];
+    const viaController: WireStorageTarget[] = [];
     try {
+      for (const target of opts.targets.filter((t) => t.kind !== 's3')) {
+        const storage = await opts.openLocal(target);
+        if (storage) direct.push({ target, storage });
+        else viaController.push(target);
+      }
       for (const target of opts.targets.filter((t) => t.kind === 's3')) {
         try {
           direct.push({ target, storage: await openDirectTarget(target, opts.own, opts.nodeId) });
@@ -168,7 +181,7 @@ export class ArtifactSinks {
     return new ArtifactSinks(
       opts.client,
       { backupId: opts.backupId, taskId: opts.taskId, fencingToken: opts.fencingToken },
-      opts.targets.filter((t) => t.kind !== 's3'),
+      viaController,
       direct,
     );
   }
@@ -194,7 +207,8 @@ export class ArtifactSinks {
         primary: this.viaController.some((t) => t.primary),
         locations: this.viaController.map((t) => t.name),
         run: async (input) => {
-          await uploadArtifact(this.client, { ...this.task, artifact }, input, {
+          const locations = this.viaController.map((t) => t.name);
+          await uploadArtifact(this.client, { ...this.task, artifact, locations }, input, {
             rawBytes: opts.rawBytes,
             signal: opts.signal,
             digest: () => digest!,
@@ -208,11 +222,15 @@ export class ArtifactSinks {
       branches.push({
         primary: d.target.primary,
         locations: [d.target.name],
-        run: async (input) => ({
-          kind: 'direct',
-          location: d.target.name,
-          result: await d.storage.put(key, input, { signal: opts.signal }),
-        }),
+        run: async (input) => {
+          // A local location skips its own hash: the tee computes the SHA-256 once.
+          const put = await d.storage.put(key, input, { signal: opts.signal, skipDigest: true });
+          return {
+            kind: 'direct',
+            location: d.target.name,
+            result: { sizeBytes: put.sizeBytes, sha256: put.sha256 || digest!.sha256 },
+          };
+        },
       });
     }
     const tee = await teeToBranches(stored, branches, {
@@ -270,7 +288,7 @@ export class ArtifactSinks {
     });
   }
 
-  /** Releases the S3 clients. */
+  /** Releases the S3 clients (local locations hold nothing open). */
   async close(): Promise<void> {
     await Promise.allSettled(
       this.direct.map((d) => ('storage' in d ? d.storage.close() : Promise.resolve())),

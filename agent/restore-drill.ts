@@ -22,6 +22,7 @@ import type * as grpc from '@grpc/grpc-js';
 
 import type { ArtifactStats } from '../shared/drill-stats.js';
 import { errorMessage } from '../shared/errors.js';
+import type { StorageBackend } from '../shared/storage/backend.js';
 import type { WireArtifact, WireDrilledArtifact, WireMountSpec } from '../shared/wire.js';
 import { downloadAndApply } from './artifact-pipelines.js';
 import { checkKeyFor, type EncryptionKey } from './encryption.js';
@@ -37,6 +38,8 @@ export interface DrillDeps {
   backupId: string;
   taskId: string;
   progress: (artifact: string) => (bytes: number, done?: boolean) => void;
+  /** Artifacts read straight from a location (s3, or a local one this node shares), by name; the others through the controller. */
+  direct?: Map<string, { storage: StorageBackend; key: string }> | undefined;
 }
 
 /** Drills every artifact of a service, one after another (see the file comment). */
@@ -141,6 +144,7 @@ async function drillOne(
       encryption: deps.encryption,
       signal: ctx.signal,
       onBytes: (n) => report(n),
+      direct: deps.direct?.get(a.name),
     });
     report(Number(a.sizeBytes), true);
     return {

@@ -10,6 +10,7 @@ import type {
   WireDrilledArtifact,
   WireProgress,
   WireServiceSpec,
+  WireStorageTarget,
   WireTask,
 } from '../shared/wire.js';
 import { allOrFirstError, compressAndUpload, downloadAndApply } from './artifact-pipelines.js';
@@ -27,6 +28,7 @@ import type { StorageConfig } from '../shared/config.js';
 import type { StorageBackend } from '../shared/storage/backend.js';
 import { storedArtifactKey } from '../shared/storage/keys.js';
 import { openDirectTarget } from '../shared/storage/locations.js';
+import { proveSharedLocation } from '../shared/storage/local-reachability.js';
 import { ArtifactSinks } from './artifact-sinks.js';
 
 /** How the runner talks back to the controller. */
@@ -116,6 +118,8 @@ export class TaskRunner {
     private encryption?: EncryptionKey,
     /** The agent config's `storage:` entries: credentials for s3 locations written or read straight. */
     private ownStorage: readonly StorageConfig[] = [],
+    /** `agent.direct_local_storage`: local locations this node shares are written and read straight. */
+    private directLocal = true,
   ) {
     this.slots = new Semaphore(concurrency);
     this.watchdog = new QuiesceWatchdog(logger, nodeId);
@@ -130,11 +134,46 @@ export class TaskRunner {
     compression: CompressionOptions;
     encryption?: EncryptionKey;
     storage?: readonly StorageConfig[];
+    directLocalStorage?: boolean;
   }): void {
     this.slots.limit = opts.concurrency;
     this.compression = opts.compression;
     this.encryption = opts.encryption;
     if (opts.storage) this.ownStorage = opts.storage;
+    if (opts.directLocalStorage !== undefined) this.directLocal = opts.directLocalStorage;
+  }
+
+  /** Messages already logged by `noteOnce`. */
+  private readonly noted = new Set<string>();
+
+  /** Logs a message (info) the first time only: e.g. why a local location goes through the controller. */
+  private noteOnce(message: string): void {
+    if (this.noted.has(message)) return;
+    this.noted.add(message);
+    this.logger.info(message);
+  }
+
+  /**
+   * A local location of the controller's, opened for writing and reading
+   * straight when this node proves it shares the directory
+   * (`proveSharedLocation`); undefined, with the reason logged once, when it
+   * does not or `agent.direct_local_storage` is off: its bytes then go
+   * through the controller, as for any other node.
+   */
+  private async openLocal(target: WireStorageTarget): Promise<StorageBackend | undefined> {
+    if (target.kind !== 'local' || !target.local) return undefined;
+    if (!this.directLocal) {
+      this.noteOnce(
+        `storage "${target.name}": agent.direct_local_storage is off; its bytes go through the controller`,
+      );
+      return undefined;
+    }
+    try {
+      return await proveSharedLocation(target, this.nodeId);
+    } catch (err) {
+      this.noteOnce(`${errorMessage(err)}; its bytes go through the controller`);
+      return undefined;
+    }
   }
 
   /**
@@ -153,13 +192,16 @@ export class TaskRunner {
       own: this.ownStorage,
       nodeId: this.nodeId,
       warn: (m) => ctx.warn(m),
+      openLocal: (t) => this.openLocal(t),
     });
   }
 
   /**
-   * Where a restore task reads each artifact straight (s3 locations the
-   * controller picked), opened once per location. A location this node
-   * cannot open is read through the controller instead, and the log says so.
+   * Where a restore or drill task reads each artifact straight (the s3
+   * locations the controller picked, and the local ones this node proves it
+   * shares), opened once per location. An s3 location this node cannot open
+   * is read through the controller instead, and the log says so; a local one
+   * it does not share is read through the controller (its reason logged once).
    */
   private async directSources(
     task: WireTask,
@@ -170,9 +212,15 @@ export class TaskRunner {
     const out = new Map<string, { storage: StorageBackend; key: string }>();
     for (const src of task.artifactSources ?? []) {
       const a = artifacts.find((x) => x.name === src.artifact);
-      if (!a || !src.location || src.location.kind !== 's3') continue;
+      if (!a || !src.location) continue;
       let storage = opened.get(src.location.name);
+      if (!storage && src.location.kind === 'local') {
+        storage = await this.openLocal(src.location);
+        if (!storage) continue;
+        opened.set(src.location.name, storage);
+      }
       if (!storage) {
+        if (src.location.kind !== 's3') continue;
         try {
           storage = await openDirectTarget(src.location, this.ownStorage, this.nodeId);
           opened.set(src.location.name, storage);
@@ -304,20 +352,19 @@ export class TaskRunner {
       else if (task.backupMount) artifacts = [await this.backupMount(task, ctx)];
       else if (task.restoreService) await this.restoreService(task, ctx);
       else if (task.restoreMount) await this.restoreMount(task, ctx);
-      else if (task.drillService)
-        drilled = await drillServiceArtifacts(
-          this.drillDeps(task),
-          await this.target(task.drillService.service),
-          task.drillService.artifacts,
-          ctx,
+      else if (task.drillService) {
+        const { service, artifacts: drilling } = task.drillService;
+        drilled = await this.withDirectSources(task, drilling, ctx, async (direct) =>
+          drillServiceArtifacts(this.drillDeps(task, direct), await this.target(service), drilling, ctx),
         );
-      else if (task.drillMount)
+      } else if (task.drillMount) {
+        const { mount, artifact } = task.drillMount;
         drilled = [
-          await this.slots.use(() =>
-            drillMountArtifact(this.drillDeps(task), task.drillMount!.mount, task.drillMount!.artifact, ctx),
+          await this.withDirectSources(task, [artifact], ctx, (direct) =>
+            this.slots.use(() => drillMountArtifact(this.drillDeps(task, direct), mount, artifact, ctx)),
           ),
         ];
-      else throw new InvalidArgumentError('task has no work this agent understands; upgrade the agent');
+      } else throw new InvalidArgumentError('task has no work this agent understands; upgrade the agent');
       signal.throwIfAborted();
       this.metrics.tasks.inc({ type, kind, status: 'ok' });
       this.reporter.result(task.taskId, true, '', artifacts, files, drilled);
@@ -348,8 +395,24 @@ export class TaskRunner {
     };
   }
 
-  private drillDeps(task: WireTask): DrillDeps {
+  /** Runs `fn` with the task's direct sources (`directSources`) open, and closes them after. */
+  private async withDirectSources<T>(
+    task: WireTask,
+    artifacts: readonly WireArtifact[],
+    ctx: TaskContext,
+    fn: (direct: Map<string, { storage: StorageBackend; key: string }>) => Promise<T>,
+  ): Promise<T> {
+    const opened = new Map<string, StorageBackend>();
+    try {
+      return await fn(await this.directSources(task, artifacts, ctx, opened));
+    } finally {
+      await Promise.allSettled([...opened.values()].map((o) => o.close()));
+    }
+  }
+
+  private drillDeps(task: WireTask, direct?: DrillDeps['direct']): DrillDeps {
     return {
+      direct,
       client: this.client,
       encryption: this.encryption,
       backupId: task.backupId,

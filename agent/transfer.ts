@@ -29,7 +29,14 @@ type UploadCall = grpc.ClientWritableStream<WireUploadMessage>;
  */
 export async function uploadArtifact(
   client: grpc.Client,
-  header: { backupId: string; taskId: string; artifact: Partial<WireArtifact>; fencingToken?: number },
+  header: {
+    backupId: string;
+    taskId: string;
+    artifact: Partial<WireArtifact>;
+    fencingToken?: number;
+    /** The local locations the controller is to store it in; absent: all of the environment's. */
+    locations?: string[];
+  },
   source: Readable,
   opts: {
     rawBytes: () => number;

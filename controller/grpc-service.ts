@@ -328,7 +328,13 @@ export function createControllerHandlers(deps: {
             started = true;
             const h = msg.header;
             const name = h.artifact.name ?? '';
-            const target = jobs.uploadTarget(h.backupId, h.taskId, name, Number(h.fencingToken ?? 0));
+            const target = jobs.uploadTarget(
+              h.backupId,
+              h.taskId,
+              name,
+              Number(h.fencingToken ?? 0),
+              h.locations ?? [],
+            );
             const key = target.key;
             const storage = target.storage;
             storage
@@ -347,7 +353,7 @@ export function createControllerHandlers(deps: {
                     `backup ${h.backupId} is no longer running; upload of ${name} discarded`,
                   );
                 }
-                // Artifact bytes the controller itself wrote, per location (direct copies never count here).
+                // Artifact bytes the controller itself wrote, per location (direct copies count at CommitArtifact).
                 metrics.storagePutBytes.inc({ location: storage.primary.name }, result.sizeBytes);
                 for (const [loc, r] of Object.entries(result.replicas)) {
                   if (r.ok) metrics.storagePutBytes.inc({ location: loc }, r.result.sizeBytes);
@@ -367,6 +373,7 @@ export function createControllerHandlers(deps: {
             return;
           }
           if (msg.msg === 'data' && 'data' in msg) {
+            metrics.uploadReceivedBytes.inc(msg.data.length);
             if (!data.write(msg.data)) {
               call.pause();
               data.once('drain', () => call.resume());

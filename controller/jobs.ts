@@ -35,7 +35,13 @@ import {
   manifestKey,
   storedArtifactKey,
 } from '../shared/storage/keys.js';
-import type { WireArtifact, WireDirectCopy, WireHookTask, WireTask } from '../shared/wire.js';
+import type {
+  WireArtifact,
+  WireDirectCopy,
+  WireHookTask,
+  WireStorageTarget,
+  WireTask,
+} from '../shared/wire.js';
 import type { ActivityHub } from './activity-hub.js';
 import { CANCELLED_REASONS_KEPT, type AgentRegistry, type TaskOutcome } from './agent-registry.js';
 import { copyLocations } from './backup-copies.js';
@@ -562,7 +568,7 @@ export class JobManager {
       !backup.live && QuiescedSite.needed(env)
         ? await QuiescedSite.quiesce(env, (node, hook) => this.runHook(job, node, hook), this.metrics, log)
         : undefined;
-    // With a location agents write straight (s3), every task is told all of them.
+    // With a location agents may write straight (s3, or a local one they share), every task is told all of them.
     const storageTargets = this.storages.hasDirect(env.name) ? this.storages.targets(env.name) : [];
     try {
       return await this.firstFailure(
@@ -892,16 +898,11 @@ export class JobManager {
         plan.map((p, i) => {
           const t = tasks[i]!;
           log('info', `${p.kind} ${p.name}: restoring on ${p.node}`);
-          // Copies in s3 locations are read straight from the bucket by the agent.
+          // The agent reads copies in s3 locations, and in local ones it shares, straight.
           const names = p.restoreMount
             ? [p.restoreMount.artifact.name]
             : (p.restoreService?.artifacts ?? []).map((a) => a.name);
-          const artifactSources = names.flatMap((name) => {
-            const source = job.sources.get(name);
-            return source && this.storages.isDirect(source.name)
-              ? [{ artifact: name, location: this.storages.target(source.name) }]
-              : [];
-          });
+          const artifactSources = this.artifactSources(job, names);
           const work: WireTask = {
             taskId: t.taskId,
             activityId: job.activity.id,
@@ -1225,7 +1226,15 @@ export class JobManager {
         }
         if (good.length === 0) continue;
         const task = this.addTask(job, { name, kind: svc?.kind ?? 'mount', node });
-        const base = { taskId: task.taskId, activityId: job.activity.id, backupId: backup.id };
+        const base = {
+          taskId: task.taskId,
+          activityId: job.activity.id,
+          backupId: backup.id,
+          artifactSources: this.artifactSources(
+            job,
+            good.map((a) => a.name),
+          ),
+        };
         const work: WireTask = mnt
           ? { ...base, drillMount: { mount: mountSpec(mnt), artifact: toWire(good[0]!) } }
           : { ...base, drillService: { service: serviceSpec(svc!), artifacts: good.map(toWire) } };
@@ -1421,6 +1430,8 @@ export class JobManager {
     taskId: string,
     artifactName: string,
     fencingToken = 0,
+    /** The local locations the agent sends through the controller (it writes the others itself); empty: all. */
+    locations: readonly string[] = [],
   ): {
     signal: AbortSignal;
     storage: ReplicatedStorage;
@@ -1429,7 +1440,7 @@ export class JobManager {
     record(result: ReplicatedPutResult): boolean;
   } {
     const { job, task, key, current } = this.backupTask(backupId, taskId, artifactName, fencingToken);
-    const storage = this.storages.controllerSide(job.activity.environment);
+    const storage = this.storages.controllerSide(job.activity.environment, locations);
     if (!storage) {
       throw new InvalidArgumentError(
         `environment ${job.activity.environment} has no location the controller writes; the agent writes every copy straight`,
@@ -1486,10 +1497,8 @@ export class JobManager {
           `storage "${c.location}" is not a location of ${job.activity.environment}`,
         );
       }
-      if (!this.storages.isDirect(c.location)) {
-        if (!c.ok) checked.set(c.location, { ok: false, error: c.error || 'not written' });
-        continue;
-      }
+      // A local location's ok copy is one the agent wrote straight (it shares the directory); its
+      // failures may be either path's. An s3 location's copies are all the agent's.
       if (!c.ok) {
         checked.set(c.location, { ok: false, error: c.error || 'not written' });
         continue;
@@ -1523,8 +1532,10 @@ export class JobManager {
     const copies = this.copiesOf(job, name, key);
     for (const [loc, outcome] of checked) {
       // What the controller stored itself stands.
-      if (!outcome.ok && copies.get(loc)?.ok && !this.storages.isDirect(loc)) continue;
+      if (!outcome.ok && copies.get(loc)?.ok && this.storages.isLocal(loc)) continue;
       copies.set(loc, outcome);
+      // Bytes stored per location, whoever wrote them (UploadArtifact counts the controller's own).
+      if (outcome.ok) this.metrics.storagePutBytes.inc({ location: loc }, outcome.result.sizeBytes);
     }
     return { sizeBytes: size, sha256: req.artifact.sha256 };
   }
@@ -1572,6 +1583,22 @@ export class JobManager {
         !task.abort.signal.aborted &&
         (!lock || this.locks.isCurrent(lock.key, lock.token)),
     };
+  }
+
+  /**
+   * Where a restore or drill task may read each artifact straight: the
+   * location each one's verified copy is in (`job.sources`), s3 or local
+   * (the agent reads a local one straight only when it proves it shares the
+   * directory, else through DownloadArtifact).
+   */
+  private artifactSources(
+    job: RunningJob,
+    names: readonly string[],
+  ): Array<{ artifact: string; location: WireStorageTarget }> {
+    return names.flatMap((name) => {
+      const source = job.sources.get(name);
+      return source ? [{ artifact: name, location: this.storages.target(source.name) }] : [];
+    });
   }
 
   /** The per-location copies recorded for an artifact (a new key starts afresh). */

@@ -137,8 +137,13 @@ export class ControllerMetrics {
   });
   readonly storagePutBytes = new Counter({
     name: 'envsnap_storage_put_bytes_total',
-    help: 'Artifact bytes the controller itself stored (from UploadArtifact), by storage location; copies agents write straight to S3 are not counted.',
+    help: 'Artifact bytes stored by backups, by storage location: by the controller (from UploadArtifact) and by agents writing straight (S3, shared local directories), counted when recorded.',
     labelNames: ['location'] as const,
+    registers: [this.registry],
+  });
+  readonly uploadReceivedBytes = new Counter({
+    name: 'envsnap_upload_received_bytes_total',
+    help: 'Artifact bytes the controller received from agents over UploadArtifact (0 when agents write every location straight).',
     registers: [this.registry],
   });
   readonly agentsConnected = new Gauge({

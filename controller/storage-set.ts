@@ -1,7 +1,8 @@
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import type { EnvironmentConfig, StorageConfig } from '../shared/config.js';
-import { NotFoundError, errorMessage } from '../shared/errors.js';
+import { InvalidArgumentError, NotFoundError, errorMessage } from '../shared/errors.js';
 import type { PutResult, StorageBackend } from '../shared/storage/backend.js';
+import { ensureLocationMarker } from '../shared/storage/local-reachability.js';
 import { openStorage, storageTarget } from '../shared/storage/locations.js';
 import type { WireStorageTarget } from '../shared/wire.js';
 
@@ -157,6 +158,8 @@ export class ReplicatedStorage implements StorageBackend {
 export class StorageSet {
   /** Each location's config, by name. */
   private readonly configs = new Map<string, StorageConfig>();
+  /** Each local location's marker id (`.envsnap-location`), by name: what agents prove they share. */
+  private readonly markers = new Map<string, string>();
 
   private constructor(
     private readonly backends: Map<string, StorageBackend>,
@@ -166,8 +169,12 @@ export class StorageSet {
 
   static async open(configs: StorageConfig[], environments: EnvironmentConfig[]): Promise<StorageSet> {
     const backends = new Map<string, StorageBackend>();
+    const markers = new Map<string, string>();
     try {
-      for (const c of configs) backends.set(c.name, await openStorage(c));
+      for (const c of configs) {
+        backends.set(c.name, await openStorage(c));
+        if (c.type === 'local') markers.set(c.name, await ensureLocationMarker(c.path));
+      }
     } catch (err) {
       await Promise.allSettled([...backends.values()].map((b) => b.close()));
       throw err;
@@ -175,6 +182,7 @@ export class StorageSet {
     const all = configs.map((c) => backends.get(c.name)!);
     const set = new StorageSet(backends, new Map(), new ReplicatedStorage(all[0]!, all.slice(1)));
     for (const c of configs) set.configs.set(c.name, c);
+    for (const [name, id] of markers) set.markers.set(name, id);
     set.setEnvironments(environments);
     return set;
   }
@@ -201,40 +209,62 @@ export class StorageSet {
   }
 
   /**
-   * Whether agents write a location straight (s3) rather than through the
-   * controller's UploadArtifact (local directories, which live on the controller).
+   * Whether agents always write a location straight (s3) rather than through
+   * the controller's UploadArtifact. Local directories live on the
+   * controller: an agent writes one straight only when it proves it shares
+   * it (see `isLocal`), else through UploadArtifact.
    */
   isDirect(name: string): boolean {
     return this.configs.get(name)?.type === 's3';
   }
 
-  /** Whether any location of the environment is written straight by the agents. */
+  /** Whether a location is a directory of the controller's (written by the controller, or by an agent that shares it). */
+  isLocal(name: string): boolean {
+    return this.configs.get(name)?.type === 'local';
+  }
+
+  /**
+   * Whether agents may write some location of the environment straight:
+   * an s3 one, or a local one an agent proves it shares. Then every task is
+   * told the locations, and dumps under a dump lock are stored under their
+   * attempt's key (a stale holder's bytes cannot be refused).
+   */
   hasDirect(envName: string): boolean {
-    return this.forEnvironment(envName).locations.some((l) => this.isDirect(l.name));
+    return this.forEnvironment(envName).locations.some((l) => this.isDirect(l.name) || this.isLocal(l.name));
   }
 
   /** The environment's locations as a task describes them to an agent, primary first (no credentials). */
   targets(envName: string): WireStorageTarget[] {
     return this.forEnvironment(envName).locations.map((l, i) =>
-      storageTarget(this.configs.get(l.name)!, i === 0),
+      storageTarget(this.configs.get(l.name)!, i === 0, this.markers.get(l.name)),
     );
   }
 
   /**
-   * The environment's controller-side locations (not written straight by
-   * agents), as one tee for the UploadArtifact handler: the environment's
+   * The environment's controller-side locations, as one tee for the
+   * UploadArtifact handler: its local locations, or those of them the agent
+   * names (`only`: the ones it does not write itself), the environment's
    * primary first when it is one of them; undefined when there is none.
+   *
+   * @throws InvalidArgumentError when `only` names a location that is not a local one of the environment.
    */
-  controllerSide(envName: string): ReplicatedStorage | undefined {
-    const side = this.forEnvironment(envName).locations.filter((l) => !this.isDirect(l.name));
+  controllerSide(envName: string, only: readonly string[] = []): ReplicatedStorage | undefined {
+    let side = this.forEnvironment(envName).locations.filter((l) => this.isLocal(l.name));
+    if (only.length > 0) {
+      const unknown = only.find((n) => !side.some((l) => l.name === n));
+      if (unknown !== undefined) {
+        throw new InvalidArgumentError(`storage "${unknown}" is not a local location of ${envName}`);
+      }
+      side = side.filter((l) => only.includes(l.name));
+    }
     return side.length ? new ReplicatedStorage(side[0]!, side.slice(1)) : undefined;
   }
 
-  /** A location as a task describes it to an agent (restores read s3 ones straight). */
+  /** A location as a task describes it to an agent (restores and drills read it straight when they can). */
   target(name: string): WireStorageTarget {
     const cfg = this.configs.get(name);
     if (!cfg) throw new NotFoundError(`storage "${name}" is not configured`);
-    return storageTarget(cfg, false);
+    return storageTarget(cfg, false, this.markers.get(name));
   }
 
   /**

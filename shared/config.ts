@@ -291,6 +291,13 @@ const agentSchema = z
      * restore. Never stored with the backups.
      */
     encryption_key_file: absolutePath.optional(),
+    /**
+     * Write and read the controller's local locations straight when this
+     * node proves it shares the directory (same disk, or an NFS share of
+     * it: the controller's marker file at the same path, owned by this
+     * user, and writable); off: their bytes always go through the controller.
+     */
+    direct_local_storage: z.boolean().default(true),
   })
   .strict();
 
@@ -409,6 +416,8 @@ export interface AgentConfig {
   zstdThreads: number;
   /** age identity file; undefined: artifacts are not encrypted. */
   encryptionKeyFile: string | undefined;
+  /** Whether local locations this node shares with the controller are written and read straight. */
+  directLocalStorage: boolean;
   /**
    * The file's `storage:` entries: for s3 locations the controller tells it
    * to write or read straight, the agent takes the credentials of the entry of
@@ -556,6 +565,7 @@ export async function loadAgentConfig(file: string): Promise<AgentConfig> {
     zstdLevel: a.zstd_level,
     zstdThreads: a.zstd_threads,
     encryptionKeyFile: a.encryption_key_file,
+    directLocalStorage: a.direct_local_storage,
     storage: cfg.storage ?? [],
   };
 }

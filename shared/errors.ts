@@ -29,6 +29,7 @@ export const ErrorCode = {
   HOOK_FAILED: 'hook_failed',
   ENCRYPTION_KEY: 'encryption_key',
   STORAGE_UNAVAILABLE: 'storage_unavailable',
+  LOCATION_NOT_SHARED: 'location_not_shared',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -163,6 +164,19 @@ export class SecretUnavailableError extends EnvsnapError {
 export class StorageUnavailableError extends EnvsnapError {
   constructor(message: string, options?: { cause?: unknown; hint?: string }) {
     super(ErrorCode.STORAGE_UNAVAILABLE, message, options);
+  }
+}
+
+/**
+ * Thrown when an agent cannot prove that a controller's local location is the
+ * same directory on its own disk (the marker file is missing or holds another
+ * id, it belongs to another user, or the agent cannot create a file there).
+ * Not a failure: the agent then sends and reads that location's bytes
+ * through the controller, and logs this message once.
+ */
+export class LocationNotSharedError extends EnvsnapError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(ErrorCode.LOCATION_NOT_SHARED, message, options);
   }
 }
 

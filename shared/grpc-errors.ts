@@ -5,6 +5,7 @@ const STATUS: Record<ErrorCode, grpc.status> = {
   [ErrorCode.CONFIG_INVALID]: grpc.status.FAILED_PRECONDITION,
   [ErrorCode.CONFIG_UNREADABLE]: grpc.status.FAILED_PRECONDITION,
   [ErrorCode.STORAGE_UNAVAILABLE]: grpc.status.UNAVAILABLE,
+  [ErrorCode.LOCATION_NOT_SHARED]: grpc.status.FAILED_PRECONDITION,
   [ErrorCode.NOT_FOUND]: grpc.status.NOT_FOUND,
   [ErrorCode.INVALID_ARGUMENT]: grpc.status.INVALID_ARGUMENT,
   [ErrorCode.ENVIRONMENT_INACTIVE]: grpc.status.FAILED_PRECONDITION,

@@ -34,9 +34,11 @@ export interface WireArtifact {
 /** Where an agent writes (backups) or reads (restores) an artifact: `StorageTarget` in the proto. */
 export interface WireStorageTarget {
   name: string;
-  /** local (through the controller) | s3 (straight to the bucket) */
+  /** local (the controller's directory: straight when the agent proves it shares it) | s3 (straight to the bucket) */
   kind: string;
   primary: boolean;
+  /** kind local: the directory and the id of the controller's marker file in it. */
+  local?: { path: string; markerId: string } | null;
   s3?: {
     bucket: string;
     prefix: string;
@@ -208,7 +210,7 @@ export interface WireTask {
   restoreMount?: { mount: WireMountSpec; artifact: WireArtifact };
   /** Backups: every location of the environment, primary first (absent from older controllers). */
   storageTargets?: WireStorageTarget[];
-  /** Restores: artifacts to read straight from an S3 location instead of through the controller. */
+  /** Restores and drills: artifacts to read straight from a location (s3, or a shared local one) instead of through the controller. */
   artifactSources?: Array<{ artifact: string; location: WireStorageTarget | null }>;
 }
 
@@ -237,7 +239,14 @@ export type WireControllerMessage =
 export type WireUploadMessage =
   | {
       msg?: 'header';
-      header: { backupId: string; taskId: string; artifact: Partial<WireArtifact>; fencingToken?: number };
+      header: {
+        backupId: string;
+        taskId: string;
+        artifact: Partial<WireArtifact>;
+        fencingToken?: number;
+        /** The controller-side locations to store it in; empty or absent: every one. */
+        locations?: string[];
+      };
     }
   | { msg?: 'data'; data: Buffer }
   | { msg?: 'trailer'; trailer: { sizeBytes: number; sha256: string; rawBytes: number } };

@@ -31,7 +31,12 @@ export interface PutResult {
 export interface StorageBackend {
   /** The location's name from the config. */
   readonly name: string;
-  put(key: string, data: Readable, opts?: { signal?: AbortSignal }): Promise<PutResult>;
+  /**
+   * Stores `data` under `key`. With `skipDigest` (the caller hashes the bytes
+   * itself, once, as they pass) a backend may leave the result's `sha256`
+   * empty instead of hashing them again.
+   */
+  put(key: string, data: Readable, opts?: { signal?: AbortSignal; skipDigest?: boolean }): Promise<PutResult>;
   get(key: string): Promise<Readable>;
   stat(key: string): Promise<{ sizeBytes: number } | undefined>;
   list(prefix: string): Promise<string[]>;

@@ -35,23 +35,49 @@ export class LocalBackend implements StorageBackend {
     return new LocalBackend(name, root);
   }
 
+  /**
+   * Uses a repository another process owns (an agent writing the
+   * controller's directory straight): unlike `open`, it neither creates
+   * `root` nor empties `root/.tmp`, where the owner's uploads may be in
+   * progress. `put` creates `.tmp` again if it is missing.
+   */
+  static attach(name: string, root: string): LocalBackend {
+    return new LocalBackend(name, root);
+  }
+
+  /** The directory of temporary files (`put` writes there, then renames into place). */
+  get tmpDir(): string {
+    return join(this.root, TMP_DIR);
+  }
+
   private path(key: string): string {
     return join(this.root, ...checkKey(key).split('/'));
   }
 
-  async put(key: string, data: Readable, opts?: { signal?: AbortSignal }): Promise<PutResult> {
+  /**
+   * Stores `data` under `key` atomically (see the class comment).
+   *
+   * @param opts.skipDigest the caller computes the SHA-256 itself as the bytes
+   *   pass (the agent's one-pass tee): the result's `sha256` is then `''`.
+   */
+  async put(
+    key: string,
+    data: Readable,
+    opts?: { signal?: AbortSignal; skipDigest?: boolean },
+  ): Promise<PutResult> {
     const target = this.path(key);
-    const tmp = join(this.root, TMP_DIR, randomBytes(8).toString('hex'));
-    const hash = createHash('sha256');
+    const tmp = join(this.root, TMP_DIR, tmpName(key));
+    const hash = opts?.skipDigest ? undefined : createHash('sha256');
     let size = 0;
     const meter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
+        hash?.update(chunk);
         size += chunk.length;
         cb(null, chunk);
       },
     });
     try {
+      await mkdir(join(this.root, TMP_DIR), { recursive: true, mode: 0o700 });
       await pipeline(data, meter, createWriteStream(tmp, { mode: 0o600 }), { signal: opts?.signal });
       const fh = await open(tmp, 'r');
       try {
@@ -66,7 +92,7 @@ export class LocalBackend implements StorageBackend {
       await unlink(tmp).catch(() => undefined);
       throw err;
     }
-    return { sizeBytes: size, sha256: hash.digest('hex') };
+    return { sizeBytes: size, sha256: hash ? hash.digest('hex') : '' };
   }
 
   async get(key: string): Promise<Readable> {
@@ -117,8 +143,18 @@ export class LocalBackend implements StorageBackend {
     await rm(this.path(key), { force: true });
   }
 
+  /**
+   * Deletes every object under `prefix`, and the uploads in progress to keys
+   * under it (their temporary files: a writer that was killed, or is still
+   * writing, e.g. an agent whose task was given up; its rename then fails).
+   */
   async deletePrefix(prefix: string): Promise<void> {
     checkKey(prefix, true);
+    const pending = encodeURIComponent(prefix);
+    const tmp = await readdir(join(this.root, TMP_DIR)).catch(() => [] as string[]);
+    for (const name of tmp) {
+      if (name.startsWith(pending)) await rm(join(this.root, TMP_DIR, name), { force: true });
+    }
     if (prefix.endsWith('/')) {
       await rm(join(this.root, ...prefix.slice(0, -1).split('/')), { recursive: true, force: true });
       return;
@@ -129,6 +165,17 @@ export class LocalBackend implements StorageBackend {
   async close(): Promise<void> {
     // Nothing is held open between calls.
   }
+}
+
+/**
+ * A temporary file's name for an upload to `key`: the key, URI-encoded (so
+ * that `deletePrefix` finds the uploads in progress under a prefix), and a
+ * random suffix; just the random part for a key too long for a file name.
+ */
+function tmpName(key: string): string {
+  const random = randomBytes(8).toString('hex');
+  const encoded = encodeURIComponent(key);
+  return encoded.length <= 200 ? `${encoded}.${random}` : random;
 }
 
 async function syncDir(dir: string): Promise<void> {

@@ -62,11 +62,20 @@ export async function openStorage(cfg: StorageConfig): Promise<StorageBackend> {
 
 /**
  * A location as the controller describes it to an agent in a task: where
- * (for s3: bucket, prefix, region, endpoint, path style, SSE, storage class),
- * never credentials.
+ * (for s3: bucket, prefix, region, endpoint, path style, SSE, storage class;
+ * for local: the path and its marker's id, `markerId`, when known), never
+ * credentials.
  */
-export function storageTarget(cfg: StorageConfig, primary: boolean): WireStorageTarget {
-  if (cfg.type === 'local') return { name: cfg.name, kind: 'local', primary, s3: null };
+export function storageTarget(cfg: StorageConfig, primary: boolean, markerId?: string): WireStorageTarget {
+  if (cfg.type === 'local') {
+    return {
+      name: cfg.name,
+      kind: 'local',
+      primary,
+      s3: null,
+      local: markerId ? { path: cfg.path, markerId } : null,
+    };
+  }
   return {
     name: cfg.name,
     kind: 's3',

@@ -95,6 +95,17 @@ async function fingerprints(s: Servers) {
   };
 }
 
+/** Where an artifact is stored in the repository: the manifest's `key` (an attempt's), else `backups/<id>/<name>`. */
+function storedKey(
+  manifest: { artifacts: Array<{ name: string; key?: string }> },
+  id: string,
+  name: string,
+): string {
+  const a = manifest.artifacts.find((x) => x.name === name);
+  assert.ok(a, `no ${name} in the manifest`);
+  return a.key ?? `backups/${id}/${name}`;
+}
+
 function backupIdOf(stdout: string): string {
   const m = /^Backup ID: ([0-9a-f]{20})$/m.exec(stdout);
   assert.ok(m, `no "Backup ID:" line in:\n${stdout}`);
@@ -213,17 +224,19 @@ describe('end to end: controller, agent and CLI', function () {
     const dir = path.join(cluster.repository, 'backups', backupId);
     const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8')) as {
       format_version: number;
-      artifacts: BackupGetJson['artifacts'];
+      artifacts: Array<BackupGetJson['artifacts'][number] & { key?: string }>;
     };
     assert.equal(manifest.format_version, 1);
     for (const a of b.artifacts) {
       assert.equal(a.node, 'node-1');
-      const bytes = await readFile(path.join(dir, a.name));
+      // A dump under a dump lock is stored under its attempt's key (the manifest's `key`).
+      const file = path.join(cluster.repository, storedKey(manifest, backupId, a.name));
+      const bytes = await readFile(file);
       assert.equal(bytes.length, a.size_bytes, a.name);
       assert.equal(createHash('sha256').update(bytes).digest('hex'), a.sha256, a.name);
       assert.equal(bytes.readUInt32LE(0), 0xfd2fb528, `${a.name} is zstd`);
       // The dump tools write straight into zstd; the raw size is zstd's own count.
-      const raw = spawnSync('zstd', ['-dc', path.join(dir, a.name)], { maxBuffer: 512 * 1024 * 1024 });
+      const raw = spawnSync('zstd', ['-dc', file], { maxBuffer: 512 * 1024 * 1024 });
       assert.equal(raw.status, 0, `zstd -dc ${a.name}`);
       assert.equal(a.raw_bytes, raw.stdout.length, `${a.name} raw_bytes`);
     }
@@ -295,7 +308,10 @@ describe('end to end: controller, agent and CLI', function () {
   it('a corrupt byte in an artifact makes the restore refuse before any data is touched', async () => {
     await source.maria.query('UPDATE actor SET first_name = "CHANGED" WHERE actor_id = 1', 'sakila');
     const damaged = await mariadbFingerprint(source.maria, 'sakila');
-    const file = path.join(cluster.repository, 'backups', backupId, 'pg', 'sakila.pgdump.zst');
+    const manifest = JSON.parse(
+      await readFile(path.join(cluster.repository, 'backups', backupId, 'manifest.json'), 'utf8'),
+    ) as { artifacts: Array<{ name: string; key?: string }> };
+    const file = path.join(cluster.repository, storedKey(manifest, backupId, 'pg/sakila.pgdump.zst'));
     const original = await readFile(file);
     const corrupt = Buffer.from(original);
     const at = Math.floor(corrupt.length / 2);

@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -288,12 +289,25 @@ describe('high availability: dump locks, quiesce/resume, db-dump (three agents)'
       b.artifacts.filter((a) => a.service === 'db').map((a) => a.node),
       ['node-3'],
     );
-    const stored = (await readdir(path.join(cluster.repository, 'backups', id, 'db'))).sort();
+    // Stored under the new holder's attempt key; the dead holder's attempt and its upload in
+    // progress (a temporary file named after its key) are gone.
+    const manifest = JSON.parse(
+      await readFile(path.join(cluster.repository, 'backups', id, 'manifest.json'), 'utf8'),
+    ) as { artifacts: Array<{ service: string; key?: string }> };
+    const dbDir = path.join(cluster.repository, 'backups', id, 'db');
+    const stored = (await readdir(dbDir, { recursive: true, withFileTypes: true }))
+      .filter((e) => e.isFile())
+      .map((e) => path.relative(cluster.repository, path.join(e.parentPath, e.name)))
+      .sort();
     assert.deepEqual(
       stored,
-      b.artifacts.filter((a) => a.service === 'db').map((a) => a.name.split('/')[1]),
+      manifest.artifacts.filter((a) => a.service === 'db').map((a) => a.key),
       'only the new holder artifact is stored',
     );
+    const pending = (await readdir(path.join(cluster.repository, '.tmp'))).filter((n) =>
+      n.startsWith(encodeURIComponent(`backups/${id}/`)),
+    );
+    assert.deepEqual(pending, [], 'no upload in progress is left');
     const intervals = (await dumpIntervals('db')).filter((i) => i.start >= killedAt - 30_000);
     const taker = intervals.find((i) => i.node === 'node-3');
     assert.ok(taker && taker.start >= killedAt, 'node-3 started after node-2 died');
@@ -336,11 +350,22 @@ describe('high availability: dump locks, quiesce/resume, db-dump (three agents)'
     );
     const b = await backup(id);
     assert.equal(b.status, 'complete');
-    const stored = (await readdir(path.join(cluster.repository, 'backups', id, 'db'))).sort();
+    // The recorded copies are node-3's attempt files (its fencing token in the key), complete: a
+    // stale holder writes under its own token, never in place of them (its files, if any, are
+    // orphans for repository:check --repair).
+    const manifest = JSON.parse(
+      await readFile(path.join(cluster.repository, 'backups', id, 'manifest.json'), 'utf8'),
+    ) as { artifacts: Array<{ name: string; service: string; key?: string; sha256: string }> };
+    const dbCopies = manifest.artifacts.filter((a) => a.service === 'db');
     assert.deepEqual(
-      stored,
-      b.artifacts.filter((a) => a.service === 'db').map((a) => a.name.split('/')[1]),
+      dbCopies.map((a) => a.name),
+      b.artifacts.filter((a) => a.service === 'db').map((a) => a.name),
     );
+    for (const a of dbCopies) {
+      assert.ok(a.key && !a.key.includes(`/t${token}/`), a.key);
+      const bytes = await readFile(path.join(cluster.repository, a.key));
+      assert.equal(createHash('sha256').update(bytes).digest('hex'), a.sha256);
+    }
     const ctl = await readFile(path.join(cluster.dir, 'controller.log'), 'utf8');
     assert.match(ctl, new RegExp(`fencing token ${token}`));
     await cluster.waitFor(

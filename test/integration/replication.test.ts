@@ -127,11 +127,17 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
   let proxy: CuttingProxy;
   let cluster: EnvsnapCluster;
 
-  /** The controller's counter of artifact bytes it stored itself, per location. */
+  /** The controller's counter of artifact bytes stored per location (by itself or by agents, straight). */
   async function controllerPutBytes(location: string): Promise<number> {
     const text = await (await fetch(`http://127.0.0.1:${cluster.metricsPort}/metrics`)).text();
     const m = new RegExp(`envsnap_storage_put_bytes_total\\{location="${location}"\\} (\\d+)`).exec(text);
     return m ? Number(m[1]) : 0;
+  }
+
+  /** The controller's counter of artifact bytes it received over UploadArtifact. */
+  async function controllerReceivedBytes(): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${cluster.metricsPort}/metrics`)).text();
+    return Number(/^envsnap_upload_received_bytes_total (\d+)/m.exec(text)?.[1] ?? 0);
   }
 
   async function s3Keys(): Promise<string[]> {
@@ -243,9 +249,11 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     assert.equal(sent, b.artifacts[0]!.size_bytes);
     const table = await cluster.cli(['backup:get', first]);
     assert.match(table.stdout, /Replicated:\s+2\/2 \(primary local; offsite: complete\)/);
-    // The controller stored the local copy itself; the S3 copy's bytes never passed through it.
+    // The agent shares the controller's directory (same host): it wrote both copies straight, and
+    // no artifact byte passed through the controller; stored bytes are counted per location.
     assert.equal(await controllerPutBytes('local'), b.artifacts[0]!.size_bytes);
-    assert.equal(await controllerPutBytes('offsite'), 0);
+    assert.equal(await controllerPutBytes('offsite'), b.artifacts[0]!.size_bytes);
+    assert.equal(await controllerReceivedBytes(), 0);
     // The S3 copy is complete and verified.
     const v = await cluster.json<{ result: string; locations: Array<{ location: string; result: string }> }>([
       'backup:verify',
@@ -268,8 +276,9 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     assert.deepEqual(await treeFingerprint(tree), good);
   });
 
-  it('an S3 primary with a local replica: the agent writes the primary straight, the controller the replica', async () => {
+  it('an S3 primary with a local replica: the agent writes both straight', async () => {
     const before = await controllerPutBytes('local');
+    const beforeOffsite = await controllerPutBytes('offsite');
     const r = await cluster.cli(['backup:create', '-e', 's3first']);
     assert.equal(r.code, 0, r.stderr);
     const id = /Backup ID: (\w+)/.exec(r.stdout)![1]!;
@@ -282,7 +291,8 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
       [['local', 'complete']],
     );
     assert.equal((await controllerPutBytes('local')) - before, b.artifacts[0]!.size_bytes);
-    assert.equal(await controllerPutBytes('offsite'), 0);
+    assert.equal((await controllerPutBytes('offsite')) - beforeOffsite, b.artifacts[0]!.size_bytes);
+    assert.equal(await controllerReceivedBytes(), 0);
     const keys = await s3Keys();
     assert.ok(keys.includes(`envsnap/backups/${id}/${b.artifacts[0]!.name}`), keys.join(','));
     const good = await treeFingerprint(tree2);
