@@ -28,12 +28,22 @@
 import {
   closeSync,
   constants as fsConstants,
+  fchmodSync,
+  fchownSync,
   fstatSync,
+  futimesSync,
+  lchownSync,
   lstatSync,
+  lutimesSync,
+  mkdirSync,
   openSync,
   readdirSync,
   readlinkSync,
   readSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
   type Stats,
 } from 'node:fs';
 import {
@@ -44,16 +54,12 @@ import {
   lutimes,
   mkdir,
   mkdtemp,
-  open,
   readdir,
   rename,
   rm,
   rmdir,
   stat,
-  symlink,
-  unlink,
   utimes,
-  type FileHandle,
 } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -82,10 +88,6 @@ const [STAGING_PREFIX, OLD_PREFIX] = ['.envsnap-staging-', '.envsnap-old-'] as c
 const SLAB_BYTES = 1024 * 1024;
 /** The walk gives the event loop a turn at least this often, in milliseconds. */
 const YIELD_MS = 10;
-/** Files up to this size are collected whole during a restore and written in the background. */
-const SMALL_FILE_BYTES = 1024 * 1024;
-/** Small files whose writes may run at the same time during a restore. */
-const BACKGROUND_WRITES = 16;
 /** Reading a mount's file: never through a symlink swapped in, never blocking on a FIFO swapped in. */
 const FILE_OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
 const CREATE_FILE_FLAGS =
@@ -538,6 +540,10 @@ interface DirMeta {
  * the two zero blocks of the end-of-archive marker) or a corrupt one rejects, leaving the tree as
  * it was, with ArtifactCorruptError.
  *
+ * The staging tree is written with synchronous calls (mkdir, open, write of one input chunk,
+ * fchown, fchmod, futimes, close: microseconds each into the page cache, against a thread-pool
+ * round trip and a promise per call); the event loop gets a turn between input chunks.
+ *
  * Resolves with the number of archive entries applied.
  */
 export async function extractMountArchive(
@@ -584,8 +590,6 @@ class StagingExtractor {
   /** Staging paths known to be real directories (not symlinks); cleared when one is replaced. */
   private readonly knownDirs = new Set<string>();
   private readonly asRoot = process.getuid?.() === 0;
-  private readonly pending = new Set<Promise<void>>();
-  private backgroundError: unknown = undefined;
 
   constructor(private readonly staging: string) {}
 
@@ -619,12 +623,10 @@ class StagingExtractor {
         this.entries++;
         endOfLastEntry = (header.byteOffset ?? 0) + Math.ceil((header.size ?? 0) / 512) * 512;
       }
-      await this.settle();
     } catch (err) {
       input.unpipe(counter);
       input.destroy();
       extract.destroy();
-      await Promise.allSettled(this.pending);
       // Besides the input's own error, ours and the file system's (which have a syscall), what comes
       // out of tar-stream is a parse error: the archive is corrupt or cut short.
       if (err === passedOn || err instanceof EnvsnapError || (err as NodeJS.ErrnoException).syscall)
@@ -673,35 +675,38 @@ class StagingExtractor {
     if (type === 'symlink' && !header.linkname)
       throw new UnsafeArchiveEntryError(name, 'symlink without a target');
 
-    const parent = await this.ensureParents(name, parts);
+    const parent = this.ensureParents(name, parts);
     const path = join(parent, rest.at(-1) ?? top);
     const relPath = parts.join('/');
     const m = metaOf();
     if (type === 'directory') {
       entry.resume();
-      await this.create(path, relPath, true, () => mkdir(path, { mode: 0o700 }));
+      this.create(path, relPath, true, () => mkdirSync(path, { mode: 0o700 }));
       this.knownDirs.add(path);
       this.dirs.set(relPath, m);
       return;
     }
     if (type === 'symlink') {
       entry.resume();
-      await this.create(path, relPath, false, () => symlink(header.linkname, path));
-      if (this.asRoot) await lchown(path, m.uid, m.gid);
-      await lutimes(path, m.mtime, m.mtime);
+      this.create(path, relPath, false, () => symlinkSync(header.linkname, path));
+      if (this.asRoot) lchownSync(path, m.uid, m.gid);
+      lutimesSync(path, m.mtime, m.mtime);
       return;
     }
-    const fh = (await this.create(path, relPath, false, () => open(path, CREATE_FILE_FLAGS, 0o600)))!;
+    const fd = this.create(path, relPath, false, () => openSync(path, CREATE_FILE_FLAGS, 0o600))!;
     // From here on only the descriptor is used, so later entries cannot redirect these writes.
-    if ((header.size ?? 0) > SMALL_FILE_BYTES) return finishFile(fh, entry, m, this.asRoot);
-    const chunks: Buffer[] = [];
     try {
-      for await (const data of entry) chunks.push(data as Buffer);
-    } catch (err) {
-      await fh.close();
-      throw err;
+      for await (const data of entry) {
+        const chunk = data as Buffer;
+        let off = 0;
+        while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
+      }
+      if (this.asRoot) fchownSync(fd, m.uid, m.gid);
+      fchmodSync(fd, m.mode);
+      futimesSync(fd, m.mtime, m.mtime);
+    } finally {
+      closeSync(fd);
     }
-    await this.inBackground(finishFile(fh, Buffer.concat(chunks), m, this.asRoot));
   }
 
   /**
@@ -709,60 +714,34 @@ class StagingExtractor {
    * twice; the later entry wins, as with tar), removes it first, except an existing directory when
    * `keepDirectory` is set (then returns null).
    */
-  private async create<T>(
-    path: string,
-    relPath: string,
-    keepDirectory: boolean,
-    make: () => Promise<T>,
-  ): Promise<T | null> {
+  private create<T>(path: string, relPath: string, keepDirectory: boolean, make: () => T): T | null {
     try {
-      return await make();
+      return make();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const existing = await lstat(path);
+    const existing = lstatSync(path);
     if (existing.isDirectory()) {
       if (keepDirectory) return null;
-      await rm(path, { recursive: true });
+      rmSync(path, { recursive: true });
       this.knownDirs.clear();
       for (const key of [...this.dirs.keys()]) {
         if (key === relPath || key.startsWith(`${relPath}/`)) this.dirs.delete(key);
       }
     } else {
-      await unlink(path);
+      unlinkSync(path);
     }
     return make();
   }
 
-  /** Lets a small file's writes run while the next entries are read, BACKGROUND_WRITES at most. */
-  private async inBackground(task: Promise<void>): Promise<void> {
-    const tracked: Promise<void> = task
-      .catch((err: unknown) => {
-        this.backgroundError ??= err;
-      })
-      .finally(() => this.pending.delete(tracked));
-    this.pending.add(tracked);
-    while (this.pending.size >= BACKGROUND_WRITES) await Promise.race(this.pending);
-    if (this.backgroundError !== undefined) throw this.backgroundError as Error;
-  }
-
-  /** Waits for the background writes; throws the first of their errors. */
-  private async settle(): Promise<void> {
-    await Promise.all(this.pending);
-    if (this.backgroundError !== undefined) throw this.backgroundError as Error;
-  }
-
   /** Checks (and creates, mode 0755) every parent of the entry inside the staging directory. */
-  private async ensureParents(name: string, parts: string[]): Promise<string> {
+  private ensureParents(name: string, parts: string[]): string {
     let dir = this.staging;
-    for (const part of parts.slice(0, -1)) {
-      dir = join(dir, part);
+    for (let i = 0; i < parts.length - 1; i++) {
+      dir = join(dir, parts[i]!);
       if (this.knownDirs.has(dir)) continue;
-      const st = await lstat(dir).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-        throw err;
-      });
-      if (st === null) await mkdir(dir, { mode: 0o755 });
+      const st = lstatSync(dir, { throwIfNoEntry: false });
+      if (st === undefined) mkdirSync(dir, { mode: 0o755 });
       else if (st.isSymbolicLink())
         throw new UnsafeArchiveEntryError(name, 'a parent directory is a symlink');
       else if (!st.isDirectory()) throw new UnsafeArchiveEntryError(name, 'a parent is not a directory');
@@ -803,27 +782,6 @@ export function entryParts(name: string): string[] {
   const parts = name.split('/').filter((part) => part !== '' && part !== '.');
   if (parts.includes('..')) throw new UnsafeArchiveEntryError(name, 'the path contains ".."');
   return parts;
-}
-
-/** Writes a file's content through its descriptor, then its owner (as root), mode and mtime, and closes it. */
-async function finishFile(
-  fh: FileHandle,
-  content: Buffer | AsyncIterable<unknown>,
-  m: DirMeta,
-  asRoot: boolean,
-): Promise<void> {
-  try {
-    for await (const data of Buffer.isBuffer(content) ? [content] : content) {
-      const chunk = data as Buffer;
-      let off = 0;
-      while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
-    }
-    if (asRoot) await fh.chown(m.uid, m.gid);
-    await fh.chmod(m.mode);
-    await fh.utimes(m.mtime, m.mtime);
-  } finally {
-    await fh.close();
-  }
 }
 
 function depth(rel: string): number {
