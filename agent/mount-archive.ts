@@ -2,8 +2,9 @@
  * Mounts (plain directory trees) as tar streams, and their restore.
  *
  * Archive format: POSIX ustar with pax extended headers for long or non-ASCII names and link
- * targets, uncompressed (the agent compresses with zstd), written with `tar-stream`'s packer and
- * readable by GNU tar and bsdtar. The first entry is `./`, the root itself; then the tree, depth
+ * targets, uncompressed (the agent compresses with zstd), readable by GNU tar and bsdtar. The headers
+ * are encoded by agent/tar-header.ts, byte for byte as tar-stream's packer (which wrote them before)
+ * encodes them; the walk reads file content straight into the buffers it hands to the compressor. The first entry is `./`, the root itself; then the tree, depth
  * first, names sorted, relative to the root with `/` separators. Kept per entry: the type
  * (directory, regular file, symlink), the permission bits including setuid/setgid/sticky
  * (`mode & 0o7777`), numeric owner and group, and mtime in whole seconds (ustar stores seconds;
@@ -12,13 +13,13 @@
  *
  * Not kept: hard links (each link is archived as a separate file), sparseness (holes are
  * archived as zeros), extended attributes, ACLs, atimes, sockets, FIFOs and device nodes (skipped and counted), and names that are not valid UTF-8
- * (skipped and counted: tar-stream writes names as UTF-8).
+ * (skipped and counted: names are written as UTF-8).
  *
  * Why not archiver's own `directory()`/`file()`/`symlink()`: archiver rewrites entry names with
  * `sanitizePath` (a backslash becomes `/`, and a leading `word:` is stripped as if it were a Windows
  * drive, so `a:b` is stored as `b`), rewrites symlink targets to relative ones, and gives
- * `symlink()` entries the current time. archiver builds its tar streams with tar-stream, which is
- * used here directly.
+ * `symlink()` entries the current time. Why not tar-stream's packer, used here before: a stream, a
+ * sink and several chunks and promises per entry cost more CPU than the walk's own file reads.
  *
  * A mount is not snapshotted: a file that changes while it is read is archived with the size it
  * had when opened (cut or padded with zeros, as GNU tar does) and counted in `changed`; a file
@@ -27,10 +28,22 @@
 import {
   closeSync,
   constants as fsConstants,
+  fchmodSync,
+  fchownSync,
   fstatSync,
+  futimesSync,
+  lchownSync,
   lstatSync,
+  lutimesSync,
+  mkdirSync,
   openSync,
+  readdirSync,
+  readlinkSync,
   readSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
   type Stats,
 } from 'node:fs';
 import {
@@ -41,22 +54,17 @@ import {
   lutimes,
   mkdir,
   mkdtemp,
-  open,
   readdir,
-  readlink,
   rename,
   rm,
   rmdir,
   stat,
-  symlink,
-  unlink,
   utimes,
-  type FileHandle,
 } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 
-import { extract as tarExtract, pack as tarPack, type Extract, type Header, type Pack } from 'tar-stream';
+import { extract as tarExtract, type Extract, type Header } from 'tar-stream';
 
 import {
   ArtifactCorruptError,
@@ -65,47 +73,27 @@ import {
   UnsafeArchiveEntryError,
 } from '../shared/errors.js';
 import type { TreeStats } from '../shared/drill-stats.js';
+import { encodeTarHeader, tarPadding, type TarEntry } from './tar-header.js';
 import { TreeDigest } from './tree-digest.js';
 
 /** Top-level names envsnap uses inside a mount while restoring; never archived, never restored. */
 export const RESERVED_PREFIXES: readonly string[] = ['.envsnap-staging-', '.envsnap-old-'];
 const [STAGING_PREFIX, OLD_PREFIX] = ['.envsnap-staging-', '.envsnap-old-'] as const;
 
-const READ_CHUNK = 1024 * 1024;
 /**
- * Files up to this size are read whole, with synchronous calls, ahead of the writer; larger ones
- * are streamed with thread-pool reads. A synchronous open/fstat/read/close costs a few
- * microseconds on a cached file, against a thread-pool round trip and a promise for each call
- * (the profiled cost of the walk on a tree of small files); it blocks the event loop for at most
- * one such read.
+ * The archive leaves in buffers of this size: headers and file content are written (read, for the
+ * content) straight into the buffer that goes to the compressor, so that a small file costs one
+ * `read` into place and a tree of small files a few large pipe writes, not several per entry.
  */
-const SMALL_FILE_BYTES = 1024 * 1024;
-/** Entries prepared ahead of the writer (so at most this many small files are held in memory). */
-const PREFETCH_ENTRIES = 4;
-/**
- * The archive leaves in writes of at least this many bytes: tar-stream emits a header, the
- * content and the padding of each entry as separate chunks, and each chunk would otherwise be
- * its own write into the compressor's pipe.
- */
-const COALESCE_BYTES = 256 * 1024;
-/** Chunks at least this large pass through the coalescer without a copy. */
-const PASS_THROUGH_BYTES = 64 * 1024;
-const EMPTY = Buffer.alloc(0);
-/** Small files whose writes may run at the same time during a restore. */
-const BACKGROUND_WRITES = 16;
+const SLAB_BYTES = 1024 * 1024;
+/** The walk gives the event loop a turn at least this often, in milliseconds. */
+const YIELD_MS = 10;
 /** Reading a mount's file: never through a symlink swapped in, never blocking on a FIFO swapped in. */
 const FILE_OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
 const CREATE_FILE_FLAGS =
   fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 const OUTPUT_HIGH_WATER_MARK = 1024 * 1024;
-/** The largest uid/gid an ustar header holds (7 octal digits); larger ones go into pax records. */
-const MAX_USTAR_ID = 0o7777777;
 const END_OF_ARCHIVE_BYTES = 1024;
-
-/** What tar-stream's packer takes for an entry. */
-type EntryHeader = Partial<Header> & Pick<Header, 'name'>;
-/** The writable side of one packed entry. */
-type Sink = ReturnType<Pack['entry']>;
 
 export interface CreateMountArchiveOptions {
   /**
@@ -146,48 +134,42 @@ export interface MountArchiveResult {
 /**
  * Streams the tree under `root` as an uncompressed tar (see the file comment for what is kept).
  *
- * `stream` is a Node Readable; `done` resolves once the whole archive was written into it, and
+ * `stream` is a Node Readable; `done` resolves once the consumer has read the whole archive, and
  * rejects when reading the tree fails, when `signal` aborts (TaskAbortedError), or when the consumer
- * destroys `stream` before the end. Memory stays bounded: file contents are streamed with
- * backpressure, and the walk waits while the consumer is behind.
+ * destroys `stream` before the end. Memory stays bounded: the walk produces SLAB_BYTES at a time
+ * and waits while the consumer is behind (about two slabs buffered).
  * Top-level `.envsnap-staging-*` and `.envsnap-old-*` entries (a restore in progress) are skipped.
  */
 export function createMountArchive(
   root: string,
   opts: CreateMountArchiveOptions = {},
 ): { stream: Readable; done: Promise<MountArchiveResult> } {
-  const pack = tarPack();
-  const out = new Coalescer({ highWaterMark: OUTPUT_HIGH_WATER_MARK });
-  pack.pipe(out);
-
+  const out = new ArchiveStream();
   const stopper = new Stopper();
   const onAbort = (): void => stopper.stop(new TaskAbortedError('mount archive was stopped'));
   if (opts.signal?.aborted) onAbort();
   else opts.signal?.addEventListener('abort', onAbort, { once: true });
-  let finishedWriting = false;
+  // Listening from the start: 'end' may come a tick after the last push.
+  let ended = false;
+  const consumed = new Promise<void>((resolve) =>
+    out.once('end', () => {
+      ended = true;
+      resolve();
+    }),
+  );
   out.once('close', () => {
-    if (!finishedWriting) stopper.stop(new Error('the archive stream was closed before the end'));
+    if (!ended) stopper.stop(new Error('the archive stream was closed before the end'));
   });
-  pack.on('error', (err: Error) => stopper.stop(err));
 
-  const walker = new TreeWalker(root, pack, out, stopper, opts);
+  const walker = new TreeWalker(root, out, stopper, opts);
   const done = (async () => {
     try {
       await walker.run();
-      // Marked in the 'finish' listener itself: 'close' may follow before the awaiting code runs.
-      const outputDone = new Promise<void>((resolve) =>
-        out.once('finish', () => {
-          finishedWriting = true;
-          resolve();
-        }),
-      );
-      pack.finalize();
-      await stopper.race(outputDone);
+      await stopper.race(consumed);
       if (walker.digest) walker.result.tree = walker.digest.result();
       return walker.result;
     } catch (err) {
       const reason = stopper.reason ?? err;
-      pack.destroy(reason as Error);
       out.destroy(reason as Error);
       throw reason;
     } finally {
@@ -196,6 +178,28 @@ export function createMountArchive(
   })();
   done.catch(() => {});
   return { stream: out, done };
+}
+
+/** The archive's bytes, pushed by {@link TreeWalker}; `_read` wakes a walk that waits for the consumer. */
+class ArchiveStream extends Readable {
+  private wake: (() => void) | undefined;
+
+  constructor() {
+    super({ highWaterMark: OUTPUT_HIGH_WATER_MARK });
+  }
+
+  override _read(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  /** Resolves at the consumer's next read (after a push returned false). */
+  nextRead(): Promise<void> {
+    return new Promise((resolve) => {
+      this.wake = resolve;
+    });
+  }
 }
 
 /** Holds the first reason to stop, and makes every wait give up when it comes. */
@@ -218,9 +222,7 @@ class Stopper {
   /**
    * `work`, or the reason to stop if it comes first. Not `Promise.race` with one promise that
    * rejects on stop: each race would add a reaction to that promise, which never settles while
-   * the archive runs, and so keep every raced promise and its value (the packer's entry sinks,
-   * with the content written into them) alive until the end: about 100 MB more agent RSS on an
-   * 800 MB tree.
+   * the archive runs, and so keep every raced promise and its value alive until the end.
    */
   race<T>(work: Promise<T>): Promise<T> {
     if (this.reason !== undefined) return Promise.reject(asError(this.reason));
@@ -244,29 +246,25 @@ function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-/** An entry found by the walk, with its lstat. */
-interface FoundEntry {
-  path: string;
-  abs: string;
-  st: Stats;
-}
-
-/** An entry ready to be written: a header (with the content of a small file), or a large file to stream. */
-type PreparedEntry =
-  | { kind: 'entry'; header: EntryHeader; body?: Buffer }
-  | { kind: 'large-file'; path: string; abs: string }
-  | { kind: 'none' };
-
+/**
+ * Walks the tree depth first, names sorted, and writes it into SLAB_BYTES buffers pushed into the
+ * output. Every file system call is synchronous (readdir, lstat, readlink, open, fstat, read of at
+ * most one slab, close): on a cached tree each costs microseconds, against a thread-pool round
+ * trip and a promise per call, and the walk gives the event loop a turn every YIELD_MS and
+ * whenever the consumer is behind, so it blocks it for at most one such call past that.
+ */
 class TreeWalker {
   readonly result: MountArchiveResult = { entries: 0, bytes: 0, skipped: 0, changed: 0, vanished: 0 };
   private readonly exclude: RegExp[];
   private readonly log: (message: string) => void;
   readonly digest: TreeDigest | undefined;
+  private slab = Buffer.allocUnsafe(SLAB_BYTES);
+  private used = 0;
+  private lastTurn = performance.now();
 
   constructor(
     private readonly root: string,
-    private readonly pack: Pack,
-    private readonly out: Transform,
+    private readonly out: ArchiveStream,
     private readonly stopper: Stopper,
     opts: CreateMountArchiveOptions,
   ) {
@@ -276,45 +274,27 @@ class TreeWalker {
     this.digest = level === 'off' ? undefined : new TreeDigest(level === 'hash');
   }
 
-  /**
-   * Walks and writes the tree, in archive order. Entries are `lstat`ed and small files read whole
-   * with synchronous calls (see SMALL_FILE_BYTES), up to PREFETCH_ENTRIES entries ahead of the
-   * writer; readdir, readlink and large files go through the thread pool.
-   */
   async run(): Promise<void> {
     const st = await stat(this.root);
     if (!st.isDirectory()) throw new Error(`mount root ${this.root} is not a directory`);
-    await this.write({ kind: 'entry', header: { name: './', type: 'directory', ...meta(st) } });
-    const found = this.find(this.root, '');
-    const ahead: Promise<PreparedEntry>[] = [];
-    let exhausted = false;
-    for (;;) {
-      while (!exhausted && ahead.length < PREFETCH_ENTRIES) {
-        const next = await found.next();
-        if (next.done) exhausted = true;
-        else {
-          const prepared = this.prepare(next.value);
-          prepared.catch(() => {});
-          ahead.push(prepared);
-        }
-      }
-      const prepared = ahead.shift();
-      if (!prepared) return;
-      await this.write(await prepared);
-    }
+    await this.putHeader({ name: './', type: 'directory', size: 0, ...meta(st) });
+    this.digest?.directory('./');
+    await this.walk(this.root, '');
+    await this.putZeros(END_OF_ARCHIVE_BYTES);
+    await this.flush();
+    this.out.push(null);
   }
 
-  private async *find(dir: string, rel: string): AsyncGenerator<FoundEntry> {
-    this.stopper.check();
+  private async walk(dir: string, rel: string): Promise<void> {
+    await this.turn();
     let raw: Buffer[];
     try {
-      raw = await readdir(dir, { encoding: 'buffer' });
+      raw = readdirSync(dir, { encoding: 'buffer' });
     } catch (err) {
-      if (isGone(err)) return this.vanished(rel);
+      if (isGone(err)) return void this.vanished(rel);
       throw err;
     }
     raw.sort((a, b) => Buffer.compare(a, b));
-    const candidates: { path: string; abs: string }[] = [];
     for (const bytes of raw) {
       const name = bytes.toString('utf8');
       if (!Buffer.from(name, 'utf8').equals(bytes)) {
@@ -324,11 +304,8 @@ class TreeWalker {
       if (rel === '' && isReserved(name)) continue;
       const path = rel === '' ? name : `${rel}/${name}`;
       if (this.exclude.some((re) => re.test(path))) continue;
-      candidates.push({ path, abs: join(dir, name) });
-    }
-    for (const { path, abs } of candidates) {
-      // Synchronous: an lstat answers from the inode cache in microseconds, a thread-pool
-      // round trip costs more than the call itself.
+      await this.turn();
+      const abs = join(dir, name);
       let st: Stats;
       try {
         st = lstatSync(abs);
@@ -339,133 +316,116 @@ class TreeWalker {
         }
         throw err;
       }
-      yield { path, abs, st };
-      if (st.isDirectory()) yield* this.find(abs, path);
+      if (st.isDirectory()) {
+        await this.putHeader({ name: `${path}/`, type: 'directory', size: 0, ...meta(st) });
+        this.digest?.directory(`${path}/`);
+        await this.walk(abs, path);
+      } else if (st.isSymbolicLink()) await this.addSymlink(abs, path, st);
+      else if (st.isFile()) await this.addFile(abs, path);
+      else this.skip(path, 'not a regular file, directory or symlink');
     }
   }
 
-  private async prepare({ path, abs, st }: FoundEntry): Promise<PreparedEntry> {
-    if (st.isDirectory())
-      return { kind: 'entry', header: { name: `${path}/`, type: 'directory', ...meta(st) } };
-    if (st.isSymbolicLink()) {
-      let target: Buffer;
-      try {
-        target = await readlink(abs, { encoding: 'buffer' });
-      } catch (err) {
-        if (isGone(err) || (err as NodeJS.ErrnoException).code === 'EINVAL') return this.vanished(path);
-        throw err;
-      }
-      const linkname = target.toString('utf8');
-      if (!Buffer.from(linkname, 'utf8').equals(target))
-        return this.skip(path, 'link target is not valid UTF-8');
-      return { kind: 'entry', header: { name: path, type: 'symlink', linkname, ...meta(st) } };
+  private async addSymlink(abs: string, path: string, st: Stats): Promise<void> {
+    let target: Buffer;
+    try {
+      target = readlinkSync(abs, { encoding: 'buffer' });
+    } catch (err) {
+      if (isGone(err) || (err as NodeJS.ErrnoException).code === 'EINVAL') return void this.vanished(path);
+      throw err;
     }
-    if (!st.isFile()) return this.skip(path, 'not a regular file, directory or symlink');
-    if (st.size > SMALL_FILE_BYTES) return { kind: 'large-file', path, abs };
-    return this.readSmallFile(abs, path);
+    const linkname = target.toString('utf8');
+    if (!Buffer.from(linkname, 'utf8').equals(target))
+      return void this.skip(path, 'link target is not valid UTF-8');
+    await this.putHeader({ name: path, type: 'symlink', size: 0, linkname, ...meta(st) });
+    this.digest?.symlink(path, linkname);
   }
 
-  /** Reads a small file whole with synchronous calls (see SMALL_FILE_BYTES). */
-  private readSmallFile(abs: string, path: string): PreparedEntry {
+  /**
+   * Writes a file's header and content, read straight into the output slabs. A file that shrinks
+   * while it is read is padded with zeros to the size it had when opened (GNU tar does the same),
+   * one that grows is cut there; both are counted in `changed`.
+   */
+  private async addFile(abs: string, path: string): Promise<void> {
     let fd: number;
     try {
       fd = openSync(abs, FILE_OPEN_FLAGS);
     } catch (err) {
-      if (isGone(err) || (err as NodeJS.ErrnoException).code === 'ELOOP') return this.vanished(path);
+      if (isGone(err) || (err as NodeJS.ErrnoException).code === 'ELOOP') return void this.vanished(path);
       throw err;
     }
     try {
-      const now = fstatSync(fd);
-      if (!now.isFile()) return this.vanished(path); // replaced between lstat and open
-      const body = Buffer.allocUnsafe(now.size);
+      const st = fstatSync(fd);
+      if (!st.isFile()) return void this.vanished(path); // replaced between lstat and open
+      const size = st.size;
+      await this.putHeader({ name: path, type: 'file', size, ...meta(st) });
+      const contentHash = this.digest?.startFile();
       let pos = 0;
-      while (pos < body.length) {
-        const bytesRead = readSync(fd, body, pos, body.length - pos, pos);
-        if (bytesRead === 0) break; // shrank: pad with zeros to the size it had when opened
-        pos += bytesRead;
+      let short = false;
+      while (pos < size) {
+        if (this.used === this.slab.length) await this.flush();
+        const want = Math.min(size - pos, this.slab.length - this.used);
+        let got = short ? 0 : readSync(fd, this.slab, this.used, want, pos);
+        if (got === 0) {
+          short = true; // shrank: pad with zeros to the announced size
+          this.slab.fill(0, this.used, this.used + want);
+          got = want;
+        }
+        contentHash?.update(this.slab.subarray(this.used, this.used + got));
+        this.used += got;
+        pos += got;
       }
-      if (pos < body.length) body.fill(0, pos);
-      this.noteChanged(fstatSync(fd), now, path, pos < body.length);
-      return { kind: 'entry', header: { name: path, type: 'file', size: body.length, ...meta(now) }, body };
+      await this.putZeros(tarPadding(size));
+      this.result.bytes += size;
+      this.digest?.endFile(path, size, contentHash);
+      this.noteChanged(fstatSync(fd), st, path, short);
     } finally {
       closeSync(fd);
     }
   }
 
-  private async write(prepared: PreparedEntry): Promise<void> {
-    if (prepared.kind === 'none') return;
-    await this.waitForConsumer();
-    if (prepared.kind === 'large-file') return this.writeLargeFile(prepared.abs, prepared.path);
-    const { header, body } = prepared;
-    // The sink is destroyed with the packer when the consumer goes away; the failure reaches
-    // the walk through the stopper, so the sink's own 'error' is not left unhandled.
-    await this.writeEntry((cb) => this.pack.entry(header, body ?? EMPTY, cb).on('error', () => {}));
-    if (body) this.result.bytes += body.length;
-    if (this.digest) {
-      if (header.type === 'directory') this.digest.directory(header.name);
-      else if (header.type === 'symlink') this.digest.symlink(header.name, header.linkname ?? '');
-      else this.digest.file(header.name, body ?? EMPTY);
+  private async putHeader(entry: TarEntry): Promise<void> {
+    const block = encodeTarHeader(entry);
+    let off = 0;
+    while (off < block.length) {
+      if (this.used === this.slab.length) await this.flush();
+      const n = block.copy(this.slab, this.used, off);
+      this.used += n;
+      off += n;
+    }
+    this.result.entries++;
+  }
+
+  private async putZeros(count: number): Promise<void> {
+    let left = count;
+    while (left > 0) {
+      if (this.used === this.slab.length) await this.flush();
+      const n = Math.min(left, this.slab.length - this.used);
+      this.slab.fill(0, this.used, this.used + n);
+      this.used += n;
+      left -= n;
     }
   }
 
-  /** Streams a file too large to prepare in memory, in READ_CHUNK pieces, with backpressure. */
-  private async writeLargeFile(abs: string, path: string): Promise<void> {
-    const fh = await this.openFile(abs, path);
-    if (!fh) return;
-    try {
-      const st = await fh.stat();
-      if (!st.isFile()) return void this.vanished(path);
-      const size = st.size;
-      let pos = 0;
-      let short = false;
-      const contentHash = this.digest?.startFile();
-      await this.writeEntry(async (cb) => {
-        const sink = this.pack.entry({ name: path, type: 'file', size, ...meta(st) }, cb);
-        sink.on('error', () => {}); // reported through the stopper (see write)
-        while (pos < size) {
-          this.stopper.check();
-          const want = Math.min(READ_CHUNK, size - pos);
-          let chunk: Buffer;
-          if (short) {
-            chunk = Buffer.alloc(want);
-          } else {
-            const buf = Buffer.allocUnsafe(want);
-            const { bytesRead } = await fh.read(buf, 0, want, pos);
-            if (bytesRead === 0) {
-              short = true; // shrank: pad with zeros to the announced size
-              continue;
-            }
-            chunk = buf.subarray(0, bytesRead);
-          }
-          pos += chunk.length;
-          contentHash?.update(chunk);
-          if (!sink.write(chunk)) await this.stopper.race(sinkDrained(sink));
-        }
-        sink.end(null);
-      });
-      this.result.bytes += size;
-      this.digest?.endFile(path, size, contentHash);
-      await this.checkUnchanged(fh, st, path, short);
-    } finally {
-      await fh.close();
+  /** Pushes the slab written so far; waits when the consumer is behind. */
+  private async flush(): Promise<void> {
+    this.stopper.check();
+    if (this.used === 0) return;
+    const chunk = this.used === this.slab.length ? this.slab : this.slab.subarray(0, this.used);
+    this.slab = Buffer.allocUnsafe(SLAB_BYTES);
+    this.used = 0;
+    if (!this.out.push(chunk)) {
+      await this.stopper.race(this.out.nextRead());
+      this.lastTurn = performance.now();
     }
   }
 
-  /** Opens a file for reading without following a symlink swapped in; null when it is gone. */
-  private async openFile(abs: string, path: string): Promise<FileHandle | null> {
-    try {
-      return await open(abs, FILE_OPEN_FLAGS);
-    } catch (err) {
-      if (isGone(err) || (err as NodeJS.ErrnoException).code === 'ELOOP') {
-        this.vanished(path);
-        return null;
-      }
-      throw err;
-    }
-  }
-
-  private async checkUnchanged(fh: FileHandle, before: Stats, path: string, short: boolean): Promise<void> {
-    this.noteChanged(await fh.stat(), before, path, short);
+  /** Checks for a stop, and gives the event loop a turn when the walk has held it for YIELD_MS. */
+  private async turn(): Promise<void> {
+    this.stopper.check();
+    if (performance.now() - this.lastTurn < YIELD_MS) return;
+    await this.stopper.race(new Promise<void>((resolve) => setImmediate(resolve)));
+    this.lastTurn = performance.now();
   }
 
   private noteChanged(after: Stats, before: Stats, path: string, short: boolean): void {
@@ -475,121 +435,19 @@ class TreeWalker {
     }
   }
 
-  /**
-   * Adds one entry: `start` calls tar-stream's `pack.entry` with the callback it is given (and
-   * writes the content into the sink for a streamed file).
-   */
-  private async writeEntry(start: (cb: (err?: Error | null) => void) => unknown): Promise<void> {
-    this.stopper.check();
-    let started: Promise<unknown> = Promise.resolve();
-    const written = new Promise<void>((resolve, reject) => {
-      started = Promise.resolve(start((err) => (err ? reject(err) : resolve())));
-    });
-    written.catch(() => {});
-    await this.stopper.race(started);
-    await this.stopper.race(written);
-    this.result.entries++;
-  }
-
-  /** Waits while the consumer has not taken what was produced (keeps memory bounded). */
-  private async waitForConsumer(): Promise<void> {
-    while (this.out.writableNeedDrain) await this.stopper.race(drained(this.out));
-  }
-
-  private skip(path: string, why: string): PreparedEntry {
+  private skip(path: string, why: string): void {
     this.result.skipped++;
     this.log(`mount archive: skipped ${path}: ${why}`);
-    return { kind: 'none' };
   }
 
-  private vanished(path: string): PreparedEntry & { kind: 'none' } {
+  private vanished(path: string): void {
     this.result.vanished++;
     this.log(`mount archive: ${path || '.'} vanished while the tree was read`);
-    return { kind: 'none' };
   }
 }
 
-function meta(
-  st: Stats,
-): Pick<EntryHeader, 'mode' | 'mtime' | 'uid' | 'gid'> & { pax?: Record<string, string> } {
-  const header: Pick<EntryHeader, 'mode' | 'mtime' | 'uid' | 'gid'> & { pax?: Record<string, string> } = {
-    mode: st.mode & 0o7777,
-    mtime: new Date(Math.floor(st.mtimeMs / 1000) * 1000),
-    uid: st.uid,
-    gid: st.gid,
-  };
-  if (st.uid > MAX_USTAR_ID || st.gid > MAX_USTAR_ID) {
-    header.pax = { uid: String(st.uid), gid: String(st.gid) };
-    header.uid = 0;
-    header.gid = 0;
-  }
-  return header;
-}
-
-/**
- * Passes the archive on in writes of at least COALESCE_BYTES: small chunks (headers, padding,
- * small files) are gathered and copied into one buffer; a chunk of PASS_THROUGH_BYTES or more
- * goes on as it is, after what was gathered before it.
- */
-class Coalescer extends Transform {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (chunk.length >= PASS_THROUGH_BYTES) {
-      this.release();
-      this.push(chunk);
-    } else {
-      this.pending.push(chunk);
-      this.pendingBytes += chunk.length;
-      if (this.pendingBytes >= COALESCE_BYTES) this.release();
-    }
-    cb();
-  }
-
-  override _flush(cb: (err?: Error | null) => void): void {
-    this.release();
-    cb();
-  }
-
-  private release(): void {
-    if (this.pendingBytes === 0) return;
-    const pending = this.pending;
-    const bytes = this.pendingBytes;
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.push(pending.length === 1 ? pending[0]! : Buffer.concat(pending, bytes));
-  }
-}
-
-/** Resolves on 'drain'; rejects when the stream closes or fails first. */
-function drained(stream: Transform): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const settle = (err?: Error): void => {
-      stream.off('drain', onDrain).off('close', onClose).off('error', onError);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = (): void => settle();
-    const onClose = (): void => settle(new Error('the archive stream closed'));
-    const onError = (err: Error): void => settle(err);
-    stream.on('drain', onDrain).on('close', onClose).on('error', onError);
-  });
-}
-
-/** {@link drained} for a tar-stream entry sink (a streamx Writable). */
-function sinkDrained(sink: Sink): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const settle = (err?: Error): void => {
-      sink.off('drain', onDrain).off('close', onClose).off('error', onError);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = (): void => settle();
-    const onClose = (): void => settle(new Error('the archive entry closed'));
-    const onError = (err: Error): void => settle(err);
-    sink.on('drain', onDrain).on('close', onClose).on('error', onError);
-  });
+function meta(st: Stats): Pick<TarEntry, 'mode' | 'mtime' | 'uid' | 'gid'> {
+  return { mode: st.mode & 0o7777, mtime: Math.floor(st.mtimeMs / 1000), uid: st.uid, gid: st.gid };
 }
 
 function isGone(err: unknown): boolean {
@@ -682,6 +540,10 @@ interface DirMeta {
  * the two zero blocks of the end-of-archive marker) or a corrupt one rejects, leaving the tree as
  * it was, with ArtifactCorruptError.
  *
+ * The staging tree is written with synchronous calls (mkdir, open, write of one input chunk,
+ * fchown, fchmod, futimes, close: microseconds each into the page cache, against a thread-pool
+ * round trip and a promise per call); the event loop gets a turn between input chunks.
+ *
  * Resolves with the number of archive entries applied.
  */
 export async function extractMountArchive(
@@ -728,8 +590,6 @@ class StagingExtractor {
   /** Staging paths known to be real directories (not symlinks); cleared when one is replaced. */
   private readonly knownDirs = new Set<string>();
   private readonly asRoot = process.getuid?.() === 0;
-  private readonly pending = new Set<Promise<void>>();
-  private backgroundError: unknown = undefined;
 
   constructor(private readonly staging: string) {}
 
@@ -763,12 +623,10 @@ class StagingExtractor {
         this.entries++;
         endOfLastEntry = (header.byteOffset ?? 0) + Math.ceil((header.size ?? 0) / 512) * 512;
       }
-      await this.settle();
     } catch (err) {
       input.unpipe(counter);
       input.destroy();
       extract.destroy();
-      await Promise.allSettled(this.pending);
       // Besides the input's own error, ours and the file system's (which have a syscall), what comes
       // out of tar-stream is a parse error: the archive is corrupt or cut short.
       if (err === passedOn || err instanceof EnvsnapError || (err as NodeJS.ErrnoException).syscall)
@@ -817,35 +675,38 @@ class StagingExtractor {
     if (type === 'symlink' && !header.linkname)
       throw new UnsafeArchiveEntryError(name, 'symlink without a target');
 
-    const parent = await this.ensureParents(name, parts);
+    const parent = this.ensureParents(name, parts);
     const path = join(parent, rest.at(-1) ?? top);
     const relPath = parts.join('/');
     const m = metaOf();
     if (type === 'directory') {
       entry.resume();
-      await this.create(path, relPath, true, () => mkdir(path, { mode: 0o700 }));
+      this.create(path, relPath, true, () => mkdirSync(path, { mode: 0o700 }));
       this.knownDirs.add(path);
       this.dirs.set(relPath, m);
       return;
     }
     if (type === 'symlink') {
       entry.resume();
-      await this.create(path, relPath, false, () => symlink(header.linkname, path));
-      if (this.asRoot) await lchown(path, m.uid, m.gid);
-      await lutimes(path, m.mtime, m.mtime);
+      this.create(path, relPath, false, () => symlinkSync(header.linkname, path));
+      if (this.asRoot) lchownSync(path, m.uid, m.gid);
+      lutimesSync(path, m.mtime, m.mtime);
       return;
     }
-    const fh = (await this.create(path, relPath, false, () => open(path, CREATE_FILE_FLAGS, 0o600)))!;
+    const fd = this.create(path, relPath, false, () => openSync(path, CREATE_FILE_FLAGS, 0o600))!;
     // From here on only the descriptor is used, so later entries cannot redirect these writes.
-    if ((header.size ?? 0) > SMALL_FILE_BYTES) return finishFile(fh, entry, m, this.asRoot);
-    const chunks: Buffer[] = [];
     try {
-      for await (const data of entry) chunks.push(data as Buffer);
-    } catch (err) {
-      await fh.close();
-      throw err;
+      for await (const data of entry) {
+        const chunk = data as Buffer;
+        let off = 0;
+        while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
+      }
+      if (this.asRoot) fchownSync(fd, m.uid, m.gid);
+      fchmodSync(fd, m.mode);
+      futimesSync(fd, m.mtime, m.mtime);
+    } finally {
+      closeSync(fd);
     }
-    await this.inBackground(finishFile(fh, Buffer.concat(chunks), m, this.asRoot));
   }
 
   /**
@@ -853,60 +714,34 @@ class StagingExtractor {
    * twice; the later entry wins, as with tar), removes it first, except an existing directory when
    * `keepDirectory` is set (then returns null).
    */
-  private async create<T>(
-    path: string,
-    relPath: string,
-    keepDirectory: boolean,
-    make: () => Promise<T>,
-  ): Promise<T | null> {
+  private create<T>(path: string, relPath: string, keepDirectory: boolean, make: () => T): T | null {
     try {
-      return await make();
+      return make();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const existing = await lstat(path);
+    const existing = lstatSync(path);
     if (existing.isDirectory()) {
       if (keepDirectory) return null;
-      await rm(path, { recursive: true });
+      rmSync(path, { recursive: true });
       this.knownDirs.clear();
       for (const key of [...this.dirs.keys()]) {
         if (key === relPath || key.startsWith(`${relPath}/`)) this.dirs.delete(key);
       }
     } else {
-      await unlink(path);
+      unlinkSync(path);
     }
     return make();
   }
 
-  /** Lets a small file's writes run while the next entries are read, BACKGROUND_WRITES at most. */
-  private async inBackground(task: Promise<void>): Promise<void> {
-    const tracked: Promise<void> = task
-      .catch((err: unknown) => {
-        this.backgroundError ??= err;
-      })
-      .finally(() => this.pending.delete(tracked));
-    this.pending.add(tracked);
-    while (this.pending.size >= BACKGROUND_WRITES) await Promise.race(this.pending);
-    if (this.backgroundError !== undefined) throw this.backgroundError as Error;
-  }
-
-  /** Waits for the background writes; throws the first of their errors. */
-  private async settle(): Promise<void> {
-    await Promise.all(this.pending);
-    if (this.backgroundError !== undefined) throw this.backgroundError as Error;
-  }
-
   /** Checks (and creates, mode 0755) every parent of the entry inside the staging directory. */
-  private async ensureParents(name: string, parts: string[]): Promise<string> {
+  private ensureParents(name: string, parts: string[]): string {
     let dir = this.staging;
-    for (const part of parts.slice(0, -1)) {
-      dir = join(dir, part);
+    for (let i = 0; i < parts.length - 1; i++) {
+      dir = join(dir, parts[i]!);
       if (this.knownDirs.has(dir)) continue;
-      const st = await lstat(dir).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-        throw err;
-      });
-      if (st === null) await mkdir(dir, { mode: 0o755 });
+      const st = lstatSync(dir, { throwIfNoEntry: false });
+      if (st === undefined) mkdirSync(dir, { mode: 0o755 });
       else if (st.isSymbolicLink())
         throw new UnsafeArchiveEntryError(name, 'a parent directory is a symlink');
       else if (!st.isDirectory()) throw new UnsafeArchiveEntryError(name, 'a parent is not a directory');
@@ -947,27 +782,6 @@ export function entryParts(name: string): string[] {
   const parts = name.split('/').filter((part) => part !== '' && part !== '.');
   if (parts.includes('..')) throw new UnsafeArchiveEntryError(name, 'the path contains ".."');
   return parts;
-}
-
-/** Writes a file's content through its descriptor, then its owner (as root), mode and mtime, and closes it. */
-async function finishFile(
-  fh: FileHandle,
-  content: Buffer | AsyncIterable<unknown>,
-  m: DirMeta,
-  asRoot: boolean,
-): Promise<void> {
-  try {
-    for await (const data of Buffer.isBuffer(content) ? [content] : content) {
-      const chunk = data as Buffer;
-      let off = 0;
-      while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
-    }
-    if (asRoot) await fh.chown(m.uid, m.gid);
-    await fh.chmod(m.mode);
-    await fh.utimes(m.mtime, m.mtime);
-  } finally {
-    await fh.close();
-  }
 }
 
 function depth(rel: string): number {
