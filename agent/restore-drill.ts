@@ -28,7 +28,7 @@ import { downloadAndApply } from './artifact-pipelines.js';
 import { checkKeyFor, type EncryptionKey } from './encryption.js';
 import type { EngineContext, ServiceTarget } from './engines/engine.js';
 import { drillMariadb } from './engines/mariadb-stats.js';
-import { drillPostgresql } from './engines/postgresql-stats.js';
+import { drillPostgresql, recordedRowHash } from './engines/postgresql-stats.js';
 import { drillRedis } from './engines/redis-stats.js';
 import { createMountArchive, extractMountArchive } from './mount-archive.js';
 
@@ -62,7 +62,8 @@ export async function drillServiceArtifacts(
             return { stats: { tables: r.tables, objects: r.objects }, cleanup: r.cleanup };
           }
           case 'postgresql': {
-            const r = await drillPostgresql(service, a.database, raw, checksums, ctx);
+            const rowHash = checksums ? recordedRowHash(a.stats?.tables) : undefined;
+            const r = await drillPostgresql(service, a.database, raw, rowHash, ctx);
             return { stats: { tables: r.tables }, cleanup: r.cleanup };
           }
           case 'redis': {

@@ -1,5 +1,5 @@
 import type { EnvironmentConfig } from '../shared/config.js';
-import { VERSION } from '../shared/proto.js';
+import { VERSION } from '../shared/version.js';
 import type { WireControllerInfo } from '../shared/wire.js';
 import { serviceSpec } from './wire-specs.js';
 

@@ -3,7 +3,12 @@ import { isAbsolute } from 'node:path';
 import cron from 'node-cron';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
+import { parseAddress, type Address } from './address.js';
 import { ConfigError, ConfigUnreadableError } from './errors.js';
+
+// The address helpers live in address.ts (the CLI needs them without zod and yaml); re-exported
+// here for the processes that read a config file anyway.
+export { formatAddress, parseAddress, type Address } from './address.js';
 
 /**
  * The envsnap configuration file (YAML), declared once.
@@ -373,12 +378,6 @@ export type ScheduleConfig = z.infer<typeof scheduleSchema>;
 export type RetentionConfig = z.infer<typeof retentionConfigSchema>;
 export type RetentionRules = z.infer<typeof retentionRulesSchema>;
 
-/** A parsed `host:port`. */
-export interface Address {
-  host: string;
-  port: number;
-}
-
 /** Compiled controller options: validated once at start-up. */
 export interface ControllerConfig {
   file: string;
@@ -425,20 +424,6 @@ export interface AgentConfig {
    * the controller's task.
    */
   storage: StorageConfig[];
-}
-
-/** Parses `host:port` or `[v6]:port`; undefined when malformed. */
-export function parseAddress(s: string): Address | undefined {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(s.trim());
-  if (!m) return undefined;
-  const port = Number(m[3]);
-  if (port > 65535) return undefined;
-  return { host: (m[1] ?? m[2])!, port };
-}
-
-/** Formats an address for gRPC (`host:port`, IPv6 in brackets). */
-export function formatAddress(a: Address): string {
-  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
 function formatPath(path: ReadonlyArray<PropertyKey>): string {

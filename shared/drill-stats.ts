@@ -6,7 +6,7 @@
  *
  * - Databases (MariaDB/MySQL, PostgreSQL): per base table, its row count and, at level
  *   `checksums`, a checksum of its rows (MariaDB: `CHECKSUM TABLE ... EXTENDED`; PostgreSQL: an
- *   order-independent sum of per-row MD5s, see agent/engines/postgresql-stats.ts). MariaDB also
+ *   order-independent sum of 64-bit row hashes, see agent/engines/postgresql-stats.ts). MariaDB also
  *   records its schema objects without rows (views, routines, triggers, events) by name.
  * - Redis: per database index, the key count and how many of those keys have a time to live.
  * - Mounts: counts of files, directories and symlinks, bytes of file content, and a SHA-256 over

@@ -51,5 +51,4 @@ export function controllerService(): ServiceCtor {
   return pkg.envsnap.v1.Controller;
 }
 
-/** The envsnap version, from package.json. */
-export const VERSION = '0.1.0';
+export { VERSION } from './version.js';

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { cliControllerFromFile, parseAddress } from '../../shared/config.js';
+import { parseAddress } from '../../shared/address.js';
 import { InvalidArgumentError } from '../../shared/errors.js';
 import { describeServiceError } from '../../shared/grpc-errors.js';
 import { CHANNEL_OPTIONS, controllerService } from '../../shared/proto.js';
@@ -29,7 +29,8 @@ export async function resolveController(opts: GlobalOptions): Promise<string> {
   const addr =
     opts.controller ??
     process.env.ENVSNAP_CONTROLLER ??
-    (file ? await cliControllerFromFile(file) : undefined) ??
+    // The config schema (zod, yaml) is loaded only when a file is read.
+    (file ? await (await import('../../shared/config.js')).cliControllerFromFile(file) : undefined) ??
     DEFAULT_CONTROLLER;
   if (!parseAddress(addr))
     throw new InvalidArgumentError(`invalid controller address "${addr}"`, { hint: 'use host:port' });

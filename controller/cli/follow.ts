@@ -1,4 +1,5 @@
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgress from 'cli-progress';
 import type { WireActivity, WireBackup } from '../../shared/wire.js';
 import type { ControllerClient } from './client.js';
 import { humanBytes, info } from './output.js';
@@ -6,6 +7,9 @@ import { ProgressTracker, humanDuration, type ExpectedSizes, type ProgressView }
 
 /** Default seconds between the plain progress lines written when stderr is not a terminal. */
 export const PLAIN_PROGRESS_INTERVAL_S = 10;
+
+/** Loads packages on use: cli-progress only when bars are drawn (not for cron, CI or a pipe). */
+const require = createRequire(import.meta.url);
 
 /** How often bars are redrawn without a new event (rates fall when a transfer stalls), ms. */
 const TTY_REFRESH_MS = 1_000;
@@ -127,7 +131,8 @@ class BarsView implements ProgressViewer {
   private width = 0;
 
   constructor(private readonly tracker: ProgressTracker) {
-    this.bars = new cliProgress.MultiBar(
+    const bars = require('cli-progress') as typeof cliProgress;
+    this.bars = new bars.MultiBar(
       {
         stream: process.stderr,
         hideCursor: true,
@@ -136,11 +141,11 @@ class BarsView implements ProgressViewer {
         format: (options, _params, payload: { view?: ProgressView; width?: number }) => {
           const v = payload.view;
           if (!v) return '';
-          const bar = cliProgress.Format.BarFormat(v.fraction ?? 0, options);
+          const bar = bars.Format.BarFormat(v.fraction ?? 0, options);
           return `${v.name.padEnd(payload.width ?? 0)}  ${bar} ${percentText(v)} | ${amount(v)} | ${rateText(v)} | ${etaText(v)}`;
         },
       },
-      cliProgress.Presets.shades_classic,
+      bars.Presets.shades_classic,
     );
     this.timer = setInterval(() => this.redraw(), TTY_REFRESH_MS);
     this.timer.unref();

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { VERSION } from '../../shared/proto.js';
+import { VERSION } from '../../shared/version.js';
 import { register as activityList } from './commands/activity-list.js';
 import { register as activityLog } from './commands/activity-log.js';
 import { register as agentList } from './commands/agent-list.js';

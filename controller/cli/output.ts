@@ -1,5 +1,9 @@
-import Table from 'cli-table3';
+import { createRequire } from 'node:module';
+import type Table from 'cli-table3';
 import { InvalidArgumentError } from '../../shared/errors.js';
+
+/** Loads cli-table3 on use: only a listing printed as a table needs it, not `--help` or JSON. */
+const require = createRequire(import.meta.url);
 
 /** Listing formats every listing command takes. */
 export type Format = 'table' | 'json';
@@ -22,7 +26,8 @@ export function printList<T>(
     process.stdout.write(JSON.stringify(items, null, 2) + '\n');
     return;
   }
-  const table = new Table({ head: columns.map(([h]) => h), style: { head: [], border: [] } });
+  const TableCtor = require('cli-table3') as typeof Table;
+  const table = new TableCtor({ head: columns.map(([h]) => h), style: { head: [], border: [] } });
   for (const item of items) table.push(columns.map(([, f]) => f(item)));
   process.stdout.write(table.toString() + '\n');
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { errorMessage } from '../../shared/errors.js';
-import { ControllerClient, resolveController, type GlobalOptions } from './client.js';
+import type { ControllerClient, GlobalOptions } from './client.js';
 
 /** Runs a command body with a connected client; sets the exit code and prints errors as `error: …`. */
 export type Runner = (
@@ -13,6 +13,9 @@ export function makeRunner(program: Command): Runner {
     const globals = program.opts<GlobalOptions>();
     let client: ControllerClient | undefined;
     try {
+      // Loaded here, not at start-up: gRPC and the proto file are most of the CLI's start-up CPU
+      // and `--help` or a bad option needs neither.
+      const { ControllerClient, resolveController } = await import('./client.js');
       client = new ControllerClient(await resolveController(globals));
       process.exitCode = await body(client, globals);
     } catch (err) {

@@ -206,7 +206,13 @@ describe('backup:drill: restore drills into scratch targets (real servers)', fun
     assert.equal(objects.filter((o) => o.startsWith('trigger ')).length, 6);
     const pgdump = m.artifacts.find((a) => a.format === 'pg_custom')!;
     assert.equal(pgdump.stats?.basis, 'snapshot', 'PostgreSQL stats come from the dump snapshot');
-    assert.equal(pgdump.stats?.tables?.find((t) => t.name === 'public.rental')?.rows, 16044);
+    const pgRental = pgdump.stats?.tables?.find((t) => t.name === 'public.rental');
+    assert.equal(pgRental?.rows, 16044);
+    assert.match(
+      pgRental?.checksum ?? '',
+      /^r1:-?\d+$/,
+      'PostgreSQL 14+ rows are hashed with the record hash',
+    );
     assert.equal(m.artifacts.find((a) => a.format === 'pg_globals')?.stats, undefined);
     const rdb = m.artifacts.find((a) => a.kind === 'redis')!;
     assert.equal(rdb.stats?.basis, 'quiesced');

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { recordedRowHash } from '../../agent/engines/postgresql-stats.js';
 import { parseKeyspace } from '../../agent/engines/redis-stats.js';
 import { createMountArchive } from '../../agent/mount-archive.js';
 import {
@@ -202,5 +203,21 @@ describe('mount tree digest', () => {
     assert.equal((await digest(root, 'counts')).sha256, '');
     await writeFile(path.join(root, 'small.txt'), 'hellO\n');
     assert.notEqual((await digest(root)).sha256, first.sha256);
+  });
+});
+
+describe('recordedRowHash', () => {
+  const t = (checksum: string) => ({ name: 'public.t', rows: 1, checksum });
+  it('drills record-hash checksums (r1:) with the record hash', () => {
+    assert.equal(recordedRowHash([t('r1:-12'), t('r1:0')]), 'record');
+    assert.equal(recordedRowHash([]), 'record');
+    assert.equal(recordedRowHash(undefined), 'record');
+  });
+  it('drills bare checksums (backups before the record hash, servers before 14) with the text hash', () => {
+    assert.equal(recordedRowHash([t('-1650088593079689170065')]), 'text');
+    assert.equal(recordedRowHash([t('r1:5'), t('7')]), 'text');
+  });
+  it('ignores empty checksums (level counts)', () => {
+    assert.equal(recordedRowHash([t('')]), 'record');
   });
 });
