@@ -582,8 +582,13 @@ async function fullSyncFrom(
     value === undefined ? [] : [`CONFIG SET ${name} ${quoteConfig(value)}`],
   );
   const cli = ['redis-cli', ...cliConnectionArgs(opts.connection)].map(quoteShell).join(' ');
-  // REPLICAOF is refused (-LOADING) while the target loads the transfer: retry, up to 10 minutes.
+  // The config first (once the target is a master again, it is already its own, unless the target
+  // refused CONFIG while loading), then REPLICAOF NO ONE, which is refused (-LOADING) while the target
+  // loads the transfer: retry, up to 10 minutes; then the config again.
   const script = [
+    `${cli} >/dev/null 2>&1 <<'EOF'`,
+    ...restoreConfig,
+    'EOF',
     'i=0',
     `until [ "$(${cli} REPLICAOF NO ONE 2>/dev/null)" = OK ] || [ $i -ge 1200 ]; do i=$((i+1)); sleep 0.5; done`,
     `${cli} >/dev/null 2>&1 <<'EOF'`,

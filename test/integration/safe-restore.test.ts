@@ -657,10 +657,12 @@ describe('safe restores', function () {
           10_000,
           async () => !(await alive(temp ?? -1)),
         );
-        assert.deepEqual(await client.config('GET', 'masterauth'), [
-          'masterauth',
-          'the-targets-own-masterauth',
-        ]);
+        await waitFor(
+          "the watchdog to put the target's masterauth back",
+          10_000,
+          async () =>
+            ((await client.config('GET', 'masterauth')) as string[])[1] === 'the-targets-own-masterauth',
+        );
         const marker = await client.get('marker');
         if (marker === null) {
           // The sync had completed: the backup, whole.
