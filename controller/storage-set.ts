@@ -89,7 +89,10 @@ export class ReplicatedStorage implements StorageBackend {
         cb();
       },
       destroy(err, cb) {
-        for (const b of branches) b.pass.destroy(err ?? undefined);
+        // Called without an error too, by autoDestroy once `final` ended the branches: their buffered
+        // bytes are still to be read by backends that start reading late (a local put first creates
+        // its temporary directory), so only a failure destroys them.
+        if (err) for (const b of branches) b.pass.destroy(err);
         cb(err);
       },
     });

@@ -17,6 +17,7 @@ import { Catalog } from '../../controller/catalog.js';
 import { fillRedis, loadSakilaMariadb, loadSakilaPostgres, makeMountTree } from '../helpers/datasets.js';
 import { EnvsnapCluster, type CliResult } from '../helpers/envsnap.js';
 import type { ArtifactStats } from '../../shared/drill-stats.js';
+import { storedArtifactKey } from '../../shared/storage/keys.js';
 import {
   mariadbFingerprint,
   postgresFingerprint,
@@ -56,6 +57,8 @@ interface ManifestJson {
     format: string;
     size_bytes: number;
     sha256: string;
+    /** Set when stored under an attempt's key (a dump under a dump lock). */
+    key?: string;
     stats?: ArtifactStats;
   }>;
 }
@@ -252,7 +255,7 @@ describe('backup:drill: restore drills into scratch targets (real servers)', fun
     // Decompress, alter, recompress, and put the object back in place.
     for (const a of m.artifacts) {
       if (!['db/sakila.sql.zst', 'pg/sakila.pgdump.zst', 'cache/dump.rdb.zst'].includes(a.name)) continue;
-      const file = path.join(c.repository, 'backups', bad, ...a.name.split('/'));
+      const file = path.join(c.repository, ...storedArtifactKey(bad, a).split('/'));
       const raw = spawnSync('zstd', ['-dc', file], { maxBuffer: 1 << 30 });
       assert.equal(raw.status, 0, String(raw.stderr));
       let text = raw.stdout.toString('latin1');
