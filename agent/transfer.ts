@@ -5,7 +5,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { ArtifactCorruptError } from '../shared/errors.js';
 import { CHUNK_BYTES } from '../shared/proto.js';
 import type { StorageBackend } from '../shared/storage/backend.js';
-import type { WireArtifact, WireUploadMessage } from '../shared/wire.js';
+import type { WireArtifact, WireUploadHeader, WireUploadMessage } from '../shared/wire.js';
 
 /** Bytes gathered before one gRPC message is sent: fewer, larger messages cost less per byte. */
 const COALESCE_BYTES = 512 * 1024;
@@ -29,14 +29,7 @@ type UploadCall = grpc.ClientWritableStream<WireUploadMessage>;
  */
 export async function uploadArtifact(
   client: grpc.Client,
-  header: {
-    backupId: string;
-    taskId: string;
-    artifact: Partial<WireArtifact>;
-    fencingToken?: number;
-    /** The local locations the controller is to store it in; absent: all of the environment's. */
-    locations?: string[];
-  },
+  header: WireUploadHeader,
   source: Readable,
   opts: {
     rawBytes: () => number;

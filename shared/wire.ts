@@ -236,18 +236,18 @@ export type WireControllerMessage =
   | { msg?: 'task'; task: WireTask }
   | { msg?: 'cancel'; cancel: { taskId: string; reason: string } };
 
+/** The first message of an UploadArtifact stream: which artifact of which task, and where it goes. */
+export interface WireUploadHeader {
+  backupId: string;
+  taskId: string;
+  artifact: Partial<WireArtifact>;
+  fencingToken?: number;
+  /** The controller-side locations to store it in; empty or absent: every one. */
+  locations?: string[];
+}
+
 export type WireUploadMessage =
-  | {
-      msg?: 'header';
-      header: {
-        backupId: string;
-        taskId: string;
-        artifact: Partial<WireArtifact>;
-        fencingToken?: number;
-        /** The controller-side locations to store it in; empty or absent: every one. */
-        locations?: string[];
-      };
-    }
+  | { msg?: 'header'; header: WireUploadHeader }
   | { msg?: 'data'; data: Buffer }
   | { msg?: 'trailer'; trailer: { sizeBytes: number; sha256: string; rawBytes: number } };
 
