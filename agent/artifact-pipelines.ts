@@ -1,4 +1,4 @@
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type * as grpc from '@grpc/grpc-js';
 import type { WireArtifact } from '../shared/wire.js';
@@ -151,6 +151,13 @@ async function compress(opts: Parameters<typeof compressAndUpload>[0]): Promise<
  * Downloads an artifact, decompresses it and hands the raw stream to `apply`
  * (a restore tool or the archive extractor). Resolves when `apply` is done and
  * the artifact's size and SHA-256 matched the manifest.
+ *
+ * The raw stream ends only once every byte of the artifact has arrived and
+ * matched the manifest's size and SHA-256; when they differ it fails with the
+ * ArtifactCorruptError instead of ending. An engine that applies nothing to
+ * live data before its input ends (a staging database or directory swapped in
+ * afterwards) therefore never swaps in a corrupt artifact: the controller
+ * relies on this to skip its own read of such an artifact before the restore.
  */
 export async function downloadAndApply(opts: {
   client: grpc.Client;
@@ -168,31 +175,25 @@ export async function downloadAndApply(opts: {
   checkKeyFor(opts.artifact, opts.encryption);
   const dec = await startDecompressor(opts.artifact.compression, opts.signal);
   const age = opts.artifact.encryption ? startDecryptor(opts.encryption!, opts.signal) : undefined;
+  const sink = (age ?? dec).child.stdin!;
+  const progress = { onBytes: opts.onBytes, signal: opts.signal };
+  const downloaded = opts.direct
+    ? downloadFromStorage(opts.direct.storage, opts.direct.key, opts.artifact, sink, progress)
+    : downloadArtifact(
+        opts.client,
+        { backupId: opts.backupId, taskId: opts.taskId, artifact: opts.artifact },
+        sink,
+        progress,
+      );
   // An engine may first run other work (e.g. PostgreSQL drops the database)
   // before it reads; a small artifact is fully decompressed by then.
-  const raw = keepOutput(dec.child.stdout!);
+  const raw = keepOutput(dec.child.stdout!, downloaded);
   await allOrFirstError(
     [
       opts.apply(raw),
       dec.wait(),
       ...(age ? [pipeline(age.child.stdout!, dec.child.stdin!), age.wait()] : []),
-      opts.direct
-        ? downloadFromStorage(
-            opts.direct.storage,
-            opts.direct.key,
-            opts.artifact,
-            (age ?? dec).child.stdin!,
-            {
-              onBytes: opts.onBytes,
-              signal: opts.signal,
-            },
-          )
-        : downloadArtifact(
-            opts.client,
-            { backupId: opts.backupId, taskId: opts.taskId, artifact: opts.artifact },
-            (age ?? dec).child.stdin!,
-            { onBytes: opts.onBytes, signal: opts.signal },
-          ),
+      downloaded,
     ],
     () => {
       dec.kill();
@@ -207,11 +208,28 @@ export async function downloadAndApply(opts: {
  * When a child exits, Node resumes any of its stdio streams that nobody reads
  * yet (`flushStdio` in lib/internal/child_process.js), which throws their
  * buffered data away: a tool with a small output that exits before its reader
- * is attached would look like one that printed nothing. The PassThrough keeps
- * backpressure (the tool blocks once it is full), so memory stays bounded.
+ * is attached would look like one that printed nothing. The returned stream
+ * keeps backpressure (the tool blocks once it is full), so memory stays bounded.
+ *
+ * @param endsAfter when given, the returned stream ends only after it resolves,
+ *   and fails with its error instead of ending when it rejects.
  */
-export function keepOutput(stream: Readable): Readable {
-  const kept = stream.pipe(new PassThrough({ highWaterMark: 1024 * 1024 }));
+export function keepOutput(stream: Readable, endsAfter?: Promise<unknown>): Readable {
+  const kept = stream.pipe(
+    new Transform({
+      highWaterMark: 1024 * 1024,
+      transform(chunk: Buffer, _encoding, callback) {
+        callback(null, chunk);
+      },
+      flush(callback) {
+        if (!endsAfter) return callback();
+        endsAfter.then(
+          () => callback(),
+          (err: unknown) => callback(err instanceof Error ? err : new Error(String(err))),
+        );
+      },
+    }),
+  );
   stream.once('error', (err) => kept.destroy(err));
   return kept;
 }

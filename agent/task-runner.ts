@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError, TaskAbortedError, errorMessage } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { restoreOrder } from '../shared/manifest.js';
 import type {
   WireArtifact,
   WireDrilledArtifact,
@@ -650,9 +651,7 @@ export class TaskRunner {
     const engine = engineFor(spec.kind as ServiceTarget['kind']);
     const service = await this.target(spec);
     // Globals (roles) first, then databases in manifest order.
-    const ordered = [...artifacts].sort(
-      (a, b) => Number(b.format === 'pg_globals') - Number(a.format === 'pg_globals'),
-    );
+    const ordered = restoreOrder(artifacts);
     // Every artifact's key is checked before the first one touches the service.
     for (const a of ordered) checkKeyFor(a, this.encryption);
     const opened = new Map<string, StorageBackend>();

@@ -23,6 +23,7 @@ import {
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
   checkArtifactEntry,
+  restoreOrder,
   serializeManifest,
   type ArtifactEntry,
   type Manifest,
@@ -133,6 +134,24 @@ interface RestorePlanItem {
   node: string;
   restoreService?: WireTask['restoreService'];
   restoreMount?: WireTask['restoreMount'];
+}
+
+/** How many artifacts a restore reads at once to check them before anything is applied. */
+const VERIFY_CONCURRENCY = 4;
+
+/**
+ * The artifact a restore leaves to the agent's own SHA-256 check, or undefined: with a single
+ * task, the first artifact it applies, unless those are PostgreSQL globals (roles are applied as
+ * they stream). The agent fails before that artifact's swap when its bytes differ from the
+ * manifest, and nothing was applied before it, so the restore stays all-or-nothing. With several
+ * tasks another service may already be swapped in when one fails: every artifact is read first.
+ */
+function agentCheckedArtifact(plan: readonly RestorePlanItem[]): string | undefined {
+  if (plan.length !== 1) return undefined;
+  const p = plan[0]!;
+  if (p.restoreMount) return p.restoreMount.artifact.name;
+  const first = restoreOrder(p.restoreService?.artifacts ?? [])[0];
+  return first && first.format !== 'pg_globals' ? first.name : undefined;
 }
 
 const COMPATIBLE_KINDS: Record<string, string> = {
@@ -886,33 +905,59 @@ export class JobManager {
     try {
       await this.setActivity(job, { state: 'in_progress' });
       log('info', `Restoring backup ${backup.id} of ${backup.environment} into ${env.name}`);
-      log('info', `verifying ${backup.artifacts.length} artifacts before anything is applied`);
-      for (const a of backup.artifacts) {
-        job.abort.signal.throwIfAborted();
-        job.sources.set(a.name, await this.pickSource(backup, a, job.abort.signal, log));
-        job.entries.set(a.name, a);
+      for (const a of backup.artifacts) job.entries.set(a.name, a);
+      // A corrupt artifact must leave every service as it was. The controller reads each artifact
+      // in full before anything is applied, except the first one a single-task restore applies:
+      // the agent checks that one as it streams and fails before its swap (engine.ts, restore).
+      const agentChecked = agentCheckedArtifact(plan);
+      const early = backup.artifacts.filter((a) => a.name !== agentChecked);
+      if (agentChecked) {
+        log(
+          'info',
+          `verifying ${early.length} of ${backup.artifacts.length} artifacts before anything is applied; ` +
+            `the agent checks ${agentChecked} as it restores, before it swaps it in`,
+        );
+        const first = this.copyCandidates(backup, job.entries.get(agentChecked)!, log)[0];
+        if (first) job.sources.set(agentChecked, first);
+        else early.push(job.entries.get(agentChecked)!); // pickSource says there is no copy
+      } else log('info', `verifying ${backup.artifacts.length} artifacts before anything is applied`);
+      await this.pickSources(backup, early, job, log);
+      if (early.length > 0) log('info', 'every artifact read matches its manifest size and SHA-256');
+      const runTasks = (current: JobTask[]) =>
+        this.runAll(
+          job,
+          plan.map((p, i) => {
+            const t = current[i]!;
+            log('info', `${p.kind} ${p.name}: restoring on ${p.node}`);
+            // The agent reads copies in s3 locations, and in local ones it shares, straight.
+            const names = p.restoreMount
+              ? [p.restoreMount.artifact.name]
+              : (p.restoreService?.artifacts ?? []).map((a) => a.name);
+            const artifactSources = this.artifactSources(job, names);
+            const work: WireTask = {
+              taskId: t.taskId,
+              activityId: job.activity.id,
+              backupId: backup.id,
+              ...(p.restoreMount ? { restoreMount: p.restoreMount } : { restoreService: p.restoreService }),
+              artifactSources,
+            };
+            return { task: t, work };
+          }),
+        );
+      try {
+        await runTasks(tasks);
+      } catch (err) {
+        if (!agentChecked || job.abort.signal.aborted || job.sources.get(agentChecked) === undefined)
+          throw err;
+        // Was it the copy the agent read? Then nothing was applied (the agent fails before the
+        // swap of the first artifact) and the restore runs again from a good copy.
+        const used = job.sources.get(agentChecked)!;
+        const good = await this.pickSource(backup, job.entries.get(agentChecked)!, job.abort.signal, log);
+        if (good === used) throw err;
+        job.sources.set(agentChecked, good);
+        log('warn', `restoring again from "${good.name}" after: ${errorMessage(err)}`);
+        await runTasks(plan.map((p) => this.addTask(job, p)));
       }
-      log('info', 'every artifact matches its manifest size and SHA-256');
-      await this.runAll(
-        job,
-        plan.map((p, i) => {
-          const t = tasks[i]!;
-          log('info', `${p.kind} ${p.name}: restoring on ${p.node}`);
-          // The agent reads copies in s3 locations, and in local ones it shares, straight.
-          const names = p.restoreMount
-            ? [p.restoreMount.artifact.name]
-            : (p.restoreService?.artifacts ?? []).map((a) => a.name);
-          const artifactSources = this.artifactSources(job, names);
-          const work: WireTask = {
-            taskId: t.taskId,
-            activityId: job.activity.id,
-            backupId: backup.id,
-            ...(p.restoreMount ? { restoreMount: p.restoreMount } : { restoreService: p.restoreService }),
-            artifactSources,
-          };
-          return { task: t, work };
-        }),
-      );
       if (env.hooks.post_restore.length > 0) {
         log('info', 'running the post_restore hooks');
         const results = await Promise.allSettled(
@@ -1371,6 +1416,65 @@ export class JobManager {
   }
 
   /**
+   * The locations holding a copy of an artifact, in the order a restore tries them: the primary,
+   * then the complete replicas. Copies retention pruned on purpose are left out (the log says so
+   * for the primary), as are replicas in a location no longer configured. Reads nothing.
+   */
+  private copyCandidates(
+    backup: BackupRecord,
+    a: ArtifactEntry,
+    log: (level: 'info' | 'warn' | 'error', msg: string) => void,
+  ): StorageBackend[] {
+    const configured = new Map(this.storages.all().map((s) => [s.name, s]));
+    const candidates = copyLocations(backup).flatMap((name, i) => {
+      const s = configured.get(name);
+      return s ? [s] : i === 0 && name === backup.storage ? [this.storages.backend(name)] : [];
+    });
+    if (backup.pruned?.[backup.storage] && candidates[0])
+      log(
+        'info',
+        `${a.name}: the primary copy was pruned by retention; reading the copy in "${candidates[0].name}"`,
+      );
+    return candidates;
+  }
+
+  /**
+   * Picks a good copy of each artifact ({@link pickSource}) into `job.sources`, reading up to
+   * {@link VERIFY_CONCURRENCY} artifacts at once (they are independent reads, and hashing one
+   * leaves the disk or the network idle between chunks).
+   *
+   * @throws ArtifactCorruptError for the first artifact without a good copy (the others stop).
+   */
+  private async pickSources(
+    backup: BackupRecord,
+    artifacts: readonly ArtifactEntry[],
+    job: RunningJob,
+    log: (level: 'info' | 'warn' | 'error', msg: string) => void,
+  ): Promise<void> {
+    const stop = new AbortController();
+    const signal = AbortSignal.any([job.abort.signal, stop.signal]);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < artifacts.length) {
+        signal.throwIfAborted();
+        const a = artifacts[next++]!;
+        job.sources.set(a.name, await this.pickSource(backup, a, signal, log));
+      }
+    };
+    let failure: { err: unknown } | undefined;
+    await Promise.all(
+      Array.from({ length: Math.min(VERIFY_CONCURRENCY, artifacts.length) }, () =>
+        worker().catch((err: unknown) => {
+          // The first failure is the one to report; the others are its abort.
+          failure ??= { err };
+          stop.abort(err);
+        }),
+      ),
+    );
+    if (failure) throw failure.err;
+  }
+
+  /**
    * The location a restore reads an artifact from: the primary when its copy
    * matches the manifest, else the first replica whose copy does (complete
    * replicas only), saying so in the activity log.
@@ -1383,18 +1487,7 @@ export class JobManager {
     signal: AbortSignal,
     log: (level: 'info' | 'warn' | 'error', msg: string) => void,
   ): Promise<StorageBackend> {
-    // Copies retention pruned on purpose are not candidates (and not problems to report); nor are
-    // replicas in a location no longer configured.
-    const configured = new Map(this.storages.all().map((s) => [s.name, s]));
-    const candidates = copyLocations(backup).flatMap((name, i) => {
-      const s = configured.get(name);
-      return s ? [s] : i === 0 && name === backup.storage ? [this.storages.backend(name)] : [];
-    });
-    if (backup.pruned?.[backup.storage] && candidates[0])
-      log(
-        'info',
-        `${a.name}: the primary copy was pruned by retention; reading the copy in "${candidates[0].name}"`,
-      );
+    const candidates = this.copyCandidates(backup, a, log);
     const problems: string[] = [];
     for (const location of candidates) {
       try {

@@ -131,3 +131,14 @@ export function checkArtifactEntry(a: ArtifactEntry): void {
 export function serializeManifest(m: Manifest): string {
   return JSON.stringify(m, null, 2) + '\n';
 }
+
+/**
+ * The order in which an agent applies one service's artifacts: the globals (PostgreSQL roles,
+ * format `pg_globals`) first, then the databases in manifest order. Works on manifest entries and
+ * wire artifacts alike (anything with a `format`); returns a new array.
+ *
+ * The controller relies on it to know which artifact a single-task restore applies first.
+ */
+export function restoreOrder<T extends { format: string }>(artifacts: readonly T[]): T[] {
+  return [...artifacts].sort((a, b) => Number(b.format === 'pg_globals') - Number(a.format === 'pg_globals'));
+}

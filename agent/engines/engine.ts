@@ -95,6 +95,12 @@ export interface Engine {
    * residual windows). The previous data is kept as `<db>__envsnap_pre_restore` until
    * {@link dropPreRestoreCopies} or the next restore of that database. Redis cannot be restored
    * atomically without owning the server (see redis.ts).
+   *
+   * Except for `pg_globals` (roles, applied as they stream), nothing reaches the live data before
+   * `input` ends: the staging load or the RDB file comes first, then the swap or the load. The
+   * agent ends `input` only once the artifact matched its manifest SHA-256 (and fails it
+   * otherwise), and the controller relies on this to leave the check of a single-task restore's
+   * first artifact to the agent: an engine must keep it.
    */
   restore(service: ServiceTarget, unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void>;
   /**

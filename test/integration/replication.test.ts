@@ -16,11 +16,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { EnvsnapCluster } from '../helpers/envsnap.js';
 import { treeFingerprint } from '../helpers/fingerprints.js';
 import { S3_ACCESS_KEY, S3_SECRET_KEY, TestS3 } from '../helpers/s3.js';
@@ -274,6 +274,49 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     assert.match(r.stderr, /copy in "local" unusable: .*missing.*; restoring from replica "offsite"/);
     assert.match(r.stderr, /reading straight from storage "offsite"/);
     assert.deepEqual(await treeFingerprint(tree), good);
+  });
+
+  it('a single-task restore leaves the check to the agent: a corrupt primary copy is refused before the swap and the restore runs again from the replica', async () => {
+    const made = await cluster.cli(['backup:create', '-e', 'app']);
+    assert.equal(made.code, 0, made.stderr);
+    const id = /Backup ID: (\w+)/.exec(made.stdout)![1]!;
+    const b = await backup(id);
+    const file = path.join(repo, 'backups', id, b.artifacts[0]!.name);
+    const original = await readFile(file);
+    const corrupt = Buffer.from(original);
+    corrupt[corrupt.length >> 1] = corrupt[corrupt.length >> 1]! ^ 0xff;
+    await writeFile(file, corrupt);
+    const good = await treeFingerprint(tree);
+    await writeFile(path.join(tree, 'a.txt'), 'damaged');
+    const r = await cluster.cli(['backup:restore', id, '--yes']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /verifying 0 of 1 artifacts before anything is applied; the agent checks/);
+    assert.match(r.stderr, /copy in "local" unusable: .*is corrupt.*; restoring from replica "offsite"/);
+    assert.match(r.stderr, /restoring again from "offsite"/);
+    assert.deepEqual(await treeFingerprint(tree), good);
+
+    // No good copy anywhere: the restore fails and the tree is as it was (the agent never swapped).
+    const client = new S3Client({
+      endpoint: s3.endpoint,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: S3_ACCESS_KEY, secretAccessKey: S3_SECRET_KEY },
+    });
+    try {
+      await client.send(
+        new DeleteObjectCommand({ Bucket: s3.bucket, Key: `envsnap/backups/${id}/${b.artifacts[0]!.name}` }),
+      );
+    } finally {
+      client.destroy();
+    }
+    await writeFile(path.join(tree, 'a.txt'), 'damaged again');
+    const damaged = await treeFingerprint(tree);
+    const failed = await cluster.cli(['backup:restore', id, '--yes']);
+    assert.equal(failed.code, 1, failed.stderr);
+    assert.match(failed.stderr, /no good copy of files\/\S+ in any location: .*is corrupt.*missing/);
+    assert.deepEqual(await treeFingerprint(tree), damaged);
+    const deleted = await cluster.cli(['backup:delete', id, '--yes']);
+    assert.equal(deleted.code, 0, deleted.stderr);
   });
 
   it('an S3 primary with a local replica: the agent writes both straight', async () => {
