@@ -16,7 +16,7 @@ import { mariadbStats } from '../../agent/engines/mariadb-stats.js';
 import { createMountArchive } from '../../agent/mount-archive.js';
 import { postgresqlTableStats } from '../../agent/engines/postgresql-stats.js';
 import type { EngineContext } from '../../agent/engines/engine.js';
-import { startMariadb, startPostgres } from '../helpers/servers.js';
+import { postgresConnection, startMariadb, startPostgres } from '../helpers/servers.js';
 import {
   fillMariadb,
   fillPostgres,
@@ -46,7 +46,7 @@ async function main(): Promise<void> {
     const pgService = {
       name: 'pg',
       kind: 'postgresql' as const,
-      connection: { socket: pg.socketDir, port: pg.port, user: 'postgres' },
+      connection: postgresConnection(pg),
       databases: [],
     };
     const rows: string[] = [];

@@ -5,7 +5,14 @@
 import path from 'node:path';
 import { repoRoot } from '../helpers/datasets.js';
 import { EnvsnapCluster, type EnvironmentYaml } from '../helpers/envsnap.js';
-import type { MariadbServer, PostgresServer, RedisServer } from '../helpers/servers.js';
+import {
+  mariadbConnection,
+  postgresConnection,
+  redisConnection,
+  type MariadbServer,
+  type PostgresServer,
+  type RedisServer,
+} from '../helpers/servers.js';
 import { MARIADB_DATABASE, PG_DATABASE } from './bench-data.js';
 import { ProcessMeter, timed, type Usage } from './measure.js';
 
@@ -28,12 +35,7 @@ export function benchEnvironments(t: BenchTargets): EnvironmentYaml[] {
       name: 'db',
       kind: 'mariadb',
       nodes: [BENCH_NODE],
-      connection: {
-        host: t.maria.host,
-        port: t.maria.port,
-        user: 'root',
-        password_file: t.maria.passwordFile,
-      },
+      connection: mariadbConnection(t.maria),
       databases: [MARIADB_DATABASE],
     };
   if (t.pg)
@@ -41,7 +43,7 @@ export function benchEnvironments(t: BenchTargets): EnvironmentYaml[] {
       name: 'pg',
       kind: 'postgresql',
       nodes: [BENCH_NODE],
-      connection: { socket: t.pg.socketDir, port: t.pg.port, user: 'postgres' },
+      connection: postgresConnection(t.pg),
       databases: [PG_DATABASE],
     };
   if (t.redis)
@@ -49,7 +51,7 @@ export function benchEnvironments(t: BenchTargets): EnvironmentYaml[] {
       name: 'cache',
       kind: 'redis',
       nodes: [BENCH_NODE],
-      connection: { host: t.redis.host, port: t.redis.port, password_file: t.redis.passwordFile },
+      connection: redisConnection(t.redis),
     };
   const mount = t.mount ? { name: 'files', node: BENCH_NODE, path: t.mount } : undefined;
   const envs: EnvironmentYaml[] = Object.entries(services).map(([name, s]) => ({

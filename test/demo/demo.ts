@@ -26,7 +26,14 @@ import {
   redisFingerprint,
   treeFingerprint,
 } from '../helpers/fingerprints.js';
-import { startMariadb, startPostgres, startRedis } from '../helpers/servers.js';
+import {
+  mariadbConnection,
+  postgresConnection,
+  redisConnection,
+  startMariadb,
+  startPostgres,
+  startRedis,
+} from '../helpers/servers.js';
 
 const say = (s: string) => process.stdout.write(`\n\x1b[1m== ${s}\x1b[0m\n`);
 
@@ -95,25 +102,20 @@ async function main(): Promise<void> {
               name: 'db',
               kind: 'mariadb',
               nodes: ['node-1'],
-              connection: {
-                host: '127.0.0.1',
-                port: maria.port,
-                user: 'root',
-                password_file: maria.passwordFile,
-              },
+              connection: mariadbConnection(maria),
             },
             {
               name: 'pg',
               kind: 'postgresql',
               nodes: ['node-1'],
-              connection: { socket: pg.socketDir, port: pg.port, user: 'postgres' },
+              connection: postgresConnection(pg),
               databases: ['sakila'],
             },
             {
               name: 'cache',
               kind: 'redis',
               nodes: ['node-1'],
-              connection: { host: '127.0.0.1', port: redis.port, password_file: redis.passwordFile },
+              connection: redisConnection(redis),
             },
           ],
           mounts: [{ name: 'media', node: 'node-1', path: mount }],

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import type { ConnectionConfig } from '../../shared/config.js';
 
 /** Result of a finished command: its whole stdout and stderr, decoded as UTF-8. */
 export interface RunResult {
@@ -877,4 +878,49 @@ export async function startRedis(options: StartOptions = {}): Promise<RedisServe
     else await rm(dir, { recursive: true, force: true });
     throw error;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service connection configs: what a service entry's `connection:` takes, for these servers.
+
+/**
+ * The `connection:` of a config service entry for a throwaway MariaDB server: TCP on loopback as
+ * root, the password read from the server's password file.
+ *
+ * @param m the server
+ * @param overrides keys replacing the defaults, e.g. a `password_file` holding a wrong password
+ * @returns `{ host: '127.0.0.1', port, user: 'root', password_file, ...overrides }`
+ */
+export function mariadbConnection(
+  m: MariadbServer,
+  overrides: Partial<ConnectionConfig> = {},
+): ConnectionConfig {
+  return { host: m.host, port: m.port, user: m.user, password_file: m.passwordFile, ...overrides };
+}
+
+/**
+ * The `connection:` of a config service entry for a throwaway PostgreSQL server: its Unix socket
+ * directory and port as `postgres` (trust auth, no password).
+ *
+ * @param pg the server
+ * @param overrides keys replacing the defaults
+ * @returns `{ socket: <socket dir>, port, user: 'postgres', ...overrides }`
+ */
+export function postgresConnection(
+  pg: PostgresServer,
+  overrides: Partial<ConnectionConfig> = {},
+): ConnectionConfig {
+  return { socket: pg.socketDir, port: pg.port, user: pg.user, ...overrides };
+}
+
+/**
+ * The `connection:` of a config service entry for a throwaway Redis server: TCP on loopback, the
+ * default user's password read from the server's password file.
+ *
+ * @param r the server
+ * @param overrides keys replacing the defaults
+ * @returns `{ host: '127.0.0.1', port, password_file, ...overrides }`
+ */
+export function redisConnection(r: RedisServer, overrides: Partial<ConnectionConfig> = {}): ConnectionConfig {
+  return { host: r.host, port: r.port, password_file: r.passwordFile, ...overrides };
 }

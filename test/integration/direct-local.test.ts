@@ -13,7 +13,7 @@ import { parse, stringify } from 'yaml';
 import { loadSakilaMariadb, makeMountTree } from '../helpers/datasets.js';
 import { EnvsnapCluster } from '../helpers/envsnap.js';
 import { mariadbFingerprint, treeFingerprint } from '../helpers/fingerprints.js';
-import { startMariadb, type MariadbServer } from '../helpers/servers.js';
+import { mariadbConnection, startMariadb, type MariadbServer } from '../helpers/servers.js';
 
 interface Manifest {
   artifacts: Array<{ name: string; size_bytes: number; sha256: string; key?: string }>;
@@ -81,12 +81,7 @@ describe('local locations an agent shares with the controller', function () {
               name: 'db',
               kind: 'mariadb',
               nodes: ['node-1'],
-              connection: {
-                host: '127.0.0.1',
-                port: maria.port,
-                user: 'root',
-                password_file: maria.passwordFile,
-              },
+              connection: mariadbConnection(maria),
             },
           ],
           mounts: [{ name: 'media', node: 'node-1', path: mount }],

@@ -14,6 +14,9 @@ import { EnvsnapCluster, runBin, type CliResult } from '../helpers/envsnap.js';
 import { repoRoot } from '../helpers/datasets.js';
 import {
   freePort,
+  mariadbConnection,
+  postgresConnection,
+  redisConnection,
   requireBinary,
   startMariadb,
   startPostgres,
@@ -53,20 +56,20 @@ describe('envsnap doctor', function () {
       name: 'db',
       kind: 'mariadb',
       nodes: ['node-1'],
-      connection: { host: '127.0.0.1', port: maria.port, user: 'root', password_file: maria.passwordFile },
+      connection: mariadbConnection(maria),
     },
     {
       name: 'pg',
       kind: 'postgresql',
       nodes: ['node-1'],
-      connection: { socket: pg.socketDir, port: pg.port, user: 'postgres' },
+      connection: postgresConnection(pg),
       databases: ['postgres'],
     },
     {
       name: 'cache',
       kind: 'redis',
       nodes: ['node-1'],
-      connection: { host: '127.0.0.1', port: redis.port, password_file: redis.passwordFile },
+      connection: redisConnection(redis),
     },
   ];
 
@@ -94,18 +97,13 @@ describe('envsnap doctor', function () {
               name: 'db',
               kind: 'mariadb',
               nodes: ['node-bad'],
-              connection: {
-                host: '127.0.0.1',
-                port: maria.port,
-                user: 'root',
-                password_file: wrongPasswordFile,
-              },
+              connection: mariadbConnection(maria, { password_file: wrongPasswordFile }),
             },
             {
               name: 'pg',
               kind: 'postgresql',
               nodes: ['node-bad'],
-              connection: { socket: pg.socketDir, port: pg.port, user: 'postgres' },
+              connection: postgresConnection(pg),
               databases: ['postgres', 'no_such_db'],
             },
           ],

@@ -20,6 +20,9 @@ import {
   treeFingerprint,
 } from '../helpers/fingerprints.js';
 import {
+  mariadbConnection,
+  postgresConnection,
+  redisConnection,
   startMariadb,
   startPostgres,
   startRedis,
@@ -63,25 +66,20 @@ function services(s: Servers): Array<Record<string, unknown>> {
       name: 'db',
       kind: 'mariadb',
       nodes: ['node-1'],
-      connection: {
-        host: '127.0.0.1',
-        port: s.maria.port,
-        user: 'root',
-        password_file: s.maria.passwordFile,
-      },
+      connection: mariadbConnection(s.maria),
     },
     {
       name: 'pg',
       kind: 'postgresql',
       nodes: ['node-1'],
-      connection: { socket: s.pg.socketDir, port: s.pg.port, user: 'postgres' },
+      connection: postgresConnection(s.pg),
       databases: ['sakila'],
     },
     {
       name: 'cache',
       kind: 'redis',
       nodes: ['node-1'],
-      connection: { host: '127.0.0.1', port: s.redis.port, password_file: s.redis.passwordFile },
+      connection: redisConnection(s.redis),
     },
   ];
 }

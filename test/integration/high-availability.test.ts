@@ -17,7 +17,14 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EnvsnapCluster, type EnvironmentYaml } from '../helpers/envsnap.js';
 import { mariadbFingerprint } from '../helpers/fingerprints.js';
-import { startMariadb, startPostgres, type MariadbServer, type PostgresServer } from '../helpers/servers.js';
+import {
+  mariadbConnection,
+  postgresConnection,
+  startMariadb,
+  startPostgres,
+  type MariadbServer,
+  type PostgresServer,
+} from '../helpers/servers.js';
 
 interface ArtifactJson {
   name: string;
@@ -56,14 +63,14 @@ describe('high availability: dump locks, quiesce/resume, db-dump (three agents)'
       kind: 'mariadb',
       nodes: NODES,
       ...(dumpFrom ? { dump_from: dumpFrom } : {}),
-      connection: { host: '127.0.0.1', port: maria.port, user: 'root', password_file: maria.passwordFile },
+      connection: mariadbConnection(maria),
       databases: ['shop'],
     },
     {
       name: 'pg',
       kind: 'postgresql',
       nodes: NODES,
-      connection: { socket: pg.socketDir, port: pg.port, user: 'postgres' },
+      connection: postgresConnection(pg),
       databases: ['orders'],
     },
   ];
