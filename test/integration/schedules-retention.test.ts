@@ -253,10 +253,11 @@ describe('schedules and retention (real processes)', function () {
     assert.match(logs, /"environment":"late"[^\n]*scheduled run missed \(older than catch_up\)/);
     assert.ok((await metric(c, 'envsnap_schedule_runs_total{environment="late",result="missed"}')) === 1);
     const caughtUp = (await backups(c, 'cu')).filter((b) => Date.parse(b.created) >= restartedAt - 1000);
-    const lateRuns = (await backups(c, 'late')).filter((b) => Date.parse(b.created) >= restartedAt - 1000);
     assert.ok(caughtUp.length >= 1);
-    // Any 'late' backup since the restart comes from a regular slot, never at start-up.
-    for (const b of lateRuns) assert.equal(new Date(b.created).getUTCSeconds() % 10 <= 1, true);
+    // Any 'late' backup since the restart comes from a regular slot, never from a catch-up at
+    // start-up. (Read from the log, not from the backups' times: under load a regular slot's
+    // backup can be created seconds after its slot.)
+    assert.doesNotMatch(logs, /"environment":"late"[^\n]*catching up a run missed/);
   });
 
   it('a prune killed between deleting the artifacts and the catalog entry is finished by the next prune', async () => {
