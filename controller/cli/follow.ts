@@ -36,15 +36,21 @@ export async function followActivity(
   quiet?: boolean,
 ): Promise<WireActivity> {
   const tty = Boolean(process.stderr.isTTY) && !quiet;
-  const tracker = new ProgressTracker(quiet ? undefined : await expectedSizes(client, activityId));
-  const view: ProgressViewer = quiet
-    ? { log: () => undefined, progress: () => undefined, stop: () => undefined }
-    : tty
-      ? new BarsView(tracker)
-      : new PlainView(tracker);
+  // The expected sizes' round trips overlap the stream's start (its events wait); never rejects.
+  const sizes = quiet ? undefined : expectedSizes(client, activityId);
+  let tracker: ProgressTracker | undefined;
+  let view: ProgressViewer | undefined;
   let finished: WireActivity | undefined;
   try {
     for await (const e of client.watch(activityId)) {
+      if (!tracker || !view) {
+        tracker = new ProgressTracker(await sizes);
+        view = quiet
+          ? { log: () => undefined, progress: () => undefined, stop: () => undefined }
+          : tty
+            ? new BarsView(tracker)
+            : new PlainView(tracker);
+      }
       if (e.event === 'log') {
         view.log(`${e.log.level === 'info' ? '' : `${e.log.level.toUpperCase()}: `}${e.log.message}`);
       } else if (e.event === 'progress') {
@@ -54,7 +60,7 @@ export async function followActivity(
       }
     }
   } finally {
-    view.stop(finished !== undefined);
+    view?.stop(finished !== undefined);
   }
   if (!finished)
     throw new Error(
