@@ -30,7 +30,6 @@ export const ErrorCode = {
   ENCRYPTION_KEY: 'encryption_key',
   STORAGE_UNAVAILABLE: 'storage_unavailable',
   LOCATION_NOT_SHARED: 'location_not_shared',
-  PROTOCOL_DESCRIPTOR_MISSING: 'protocol_descriptor_missing',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -223,13 +222,6 @@ export class HookFailedError extends EnvsnapError {
 export class EncryptionKeyError extends EnvsnapError {
   constructor(message: string, options?: { cause?: unknown; hint?: string }) {
     super(ErrorCode.ENCRYPTION_KEY, message, options);
-  }
-}
-
-/** Thrown when the protocol descriptor `npm run build` writes from proto/ (dist/shared/envsnap.v1.json) cannot be read. */
-export class ProtocolDescriptorMissingError extends EnvsnapError {
-  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
-    super(ErrorCode.PROTOCOL_DESCRIPTOR_MISSING, message, options);
   }
 }
 

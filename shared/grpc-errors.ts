@@ -14,7 +14,6 @@ const STATUS: Record<ErrorCode, grpc.status> = {
   [ErrorCode.ARTIFACT_CORRUPT]: grpc.status.DATA_LOSS,
   [ErrorCode.AGENT_UNAVAILABLE]: grpc.status.UNAVAILABLE,
   [ErrorCode.TOOL_MISSING]: grpc.status.FAILED_PRECONDITION,
-  [ErrorCode.PROTOCOL_DESCRIPTOR_MISSING]: grpc.status.INTERNAL,
   [ErrorCode.TOOL_FAILED]: grpc.status.INTERNAL,
   [ErrorCode.UNSAFE_ARCHIVE_ENTRY]: grpc.status.INVALID_ARGUMENT,
   [ErrorCode.TASK_ABORTED]: grpc.status.ABORTED,

@@ -1,8 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs/light.js';
-import { ProtocolDescriptorMissingError } from './errors.js';
 
 /** Size of one artifact chunk on the wire, bytes; far under grpc-js's 4 MiB message limit. */
 export const CHUNK_BYTES = 1024 * 1024;
@@ -51,19 +49,17 @@ function deserializer(type: protobuf.Type): grpc.deserialize<object> {
  * serializers and conversion; test/unit/proto.test.ts compares the two) from the prebuilt JSON
  * descriptor with protobufjs/light: no .proto parsing and no parser loaded at run time.
  *
- * @throws ProtocolDescriptorMissingError when the descriptor cannot be read (run `npm run build`);
- *   Error when it lacks the service.
+ * @throws Error when the descriptor is missing (run `npm run build`) or lacks the service.
  */
 export function controllerServiceDefinition(): grpc.ServiceDefinition {
   let json: protobuf.INamespace;
   try {
     json = JSON.parse(readFileSync(DESCRIPTOR_URL, 'utf8')) as protobuf.INamespace;
   } catch (err) {
-    throw new ProtocolDescriptorMissingError(
-      `cannot read the protocol descriptor ${fileURLToPath(DESCRIPTOR_URL)}`,
+    throw new Error(
+      `cannot read the protocol descriptor ${DESCRIPTOR_URL.pathname} (hint: run npm run build)`,
       {
         cause: err,
-        hint: 'run npm run build, which writes it from proto/',
       },
     );
   }
