@@ -1,6 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import protobuf from 'protobufjs/light.js';
+import * as protoLoader from '@grpc/proto-loader';
 
 /** Size of one artifact chunk on the wire, bytes; far under grpc-js's 4 MiB message limit. */
 export const CHUNK_BYTES = 1024 * 1024;
@@ -14,83 +16,39 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': 8 * 1024 * 1024,
 };
 
-/**
- * How messages are turned into plain objects, as @grpc/proto-loader's options of the same names:
- * camelCase fields (the descriptor is made with `keepCase: false`), 64-bit integers as numbers,
- * enums as their names, unset fields as their defaults (`[]`, `''`, 0), a oneof's set member named
- * in a virtual field of the oneof's name.
- */
-export const CONVERSION: protobuf.IConversionOptions = {
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-};
-
-/** The controller service's full name in the proto file. */
-const SERVICE = 'envsnap.v1.Controller';
-
-/** The descriptor `npm run build` writes from proto/ (shared/proto-descriptor.ts). */
-const DESCRIPTOR_URL = new URL('./envsnap.v1.json', import.meta.url);
-
-function serializer(type: protobuf.Type): grpc.serialize<object> {
-  return (value) => {
-    if (Array.isArray(value)) throw new Error(`cannot serialize an array as a ${type.name} message`);
-    return type.encode(type.fromObject(value)).finish() as Buffer;
-  };
+function findProtoFile(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, 'proto', 'envsnap', 'v1', 'envsnap.proto');
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  throw new Error('proto/envsnap/v1/envsnap.proto not found beside the installed envsnap');
 }
 
-function deserializer(type: protobuf.Type): grpc.deserialize<object> {
-  return (bytes) => type.toObject(type.decode(bytes), CONVERSION);
-}
+let cached: grpc.GrpcObject | undefined;
 
-/**
- * The `envsnap.v1.Controller` service definition, made as @grpc/proto-loader makes it (same paths,
- * serializers and conversion; test/unit/proto.test.ts compares the two) from the prebuilt JSON
- * descriptor with protobufjs/light: no .proto parsing and no parser loaded at run time.
- *
- * @throws Error when the descriptor is missing (run `npm run build`) or lacks the service.
- */
-export function controllerServiceDefinition(): grpc.ServiceDefinition {
-  let json: protobuf.INamespace;
-  try {
-    json = JSON.parse(readFileSync(DESCRIPTOR_URL, 'utf8')) as protobuf.INamespace;
-  } catch (err) {
-    throw new Error(
-      `cannot read the protocol descriptor ${DESCRIPTOR_URL.pathname} (hint: run npm run build)`,
-      {
-        cause: err,
-      },
-    );
+/** Loads the envsnap.v1 package (camelCase fields, enums as strings, longs as numbers). */
+export function loadEnvsnapPackage(): grpc.GrpcObject {
+  if (!cached) {
+    const def = protoLoader.loadSync(findProtoFile(), {
+      keepCase: false,
+      longs: Number,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+    });
+    cached = grpc.loadPackageDefinition(def);
   }
-  const service = protobuf.Root.fromJSON(json).lookupService(SERVICE);
-  const def: Record<string, grpc.MethodDefinition<object, object>> = {};
-  for (const method of service.methodsArray) {
-    method.resolve();
-    const req = method.resolvedRequestType!;
-    const res = method.resolvedResponseType!;
-    def[method.name] = {
-      path: `/${SERVICE}/${method.name}`,
-      requestStream: Boolean(method.requestStream),
-      responseStream: Boolean(method.responseStream),
-      requestSerialize: serializer(req),
-      requestDeserialize: deserializer(req),
-      responseSerialize: serializer(res),
-      responseDeserialize: deserializer(res),
-      originalName: method.name.charAt(0).toLowerCase() + method.name.slice(1),
-    };
-  }
-  return def;
+  return cached;
 }
 
 type ServiceCtor = grpc.ServiceClientConstructor;
 
-let cached: ServiceCtor | undefined;
-
-/** The `envsnap.v1.Controller` service definition and client constructor (made once per process). */
+/** The `envsnap.v1.Controller` service definition and client constructor. */
 export function controllerService(): ServiceCtor {
-  cached ??= grpc.makeClientConstructor(controllerServiceDefinition(), 'Controller');
-  return cached;
+  const pkg = loadEnvsnapPackage() as unknown as { envsnap: { v1: { Controller: ServiceCtor } } };
+  return pkg.envsnap.v1.Controller;
 }
 
 export { VERSION } from './version.js';

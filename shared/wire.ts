@@ -1,6 +1,6 @@
 /**
  * TypeScript shapes of the messages in `proto/envsnap/v1/envsnap.proto`, as
- * decoded by `proto.ts` with @grpc/proto-loader's conversion options (camelCase
+ * decoded by @grpc/proto-loader with the options in `proto.ts` (camelCase
  * fields, enums as strings, 64-bit integers as numbers, defaults filled in,
  * oneof field name in the property named after the oneof).
  *
