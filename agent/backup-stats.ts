@@ -1,6 +1,6 @@
 /**
  * Records the restore-drill stats of a database artifact while it is dumped (shared/drill-stats.ts):
- * which engine's collector runs, when (before the dump, or in the dump's own snapshot), and on what
+ * which engine's collector runs, when (next to the dump, or in the dump's own snapshot), and on what
  * basis the stats stand. Mount stats come from the archive itself (agent/mount-archive.ts).
  *
  * A failure to collect stats never fails the backup: it is logged, and the artifact has no stats
@@ -30,7 +30,9 @@ export function drillStatsLevel(value: string | undefined): DrillStatsLevel {
 }
 
 /**
- * Starts collecting the stats of `unit` before it is dumped.
+ * Starts collecting the stats of `unit` before it is dumped. MariaDB/MySQL stats are read while the
+ * dump runs (in sessions of their own); PostgreSQL's in the snapshot the dump is given; Redis's
+ * before the dump asks for its snapshot.
  *
  * @param quiesced the site's writes are paused during the dump (stats taken next to it then
  *   describe the dumped data: basis `quiesced`; else `live`).
@@ -56,18 +58,19 @@ export async function startStats(
     switch (service.kind) {
       case 'mariadb':
       case 'mysql': {
-        const { tables, objects } = await mariadbStats(
-          service.kind,
-          service.connection,
-          unit.database,
-          checksums,
-          ctx,
+        // In other sessions while the dump runs (the server reads the tables for both at once,
+        // instead of one after the other): under the quiesce, which lasts until the task ended,
+        // nothing writes between the two, so the basis is the same as if taken before the dump.
+        const taking = mariadbStats(service.kind, service.connection, unit.database, checksums, ctx).then(
+          ({ tables, objects }): ArtifactStats => {
+            ctx.log(
+              `${unit.database}: drill stats of ${tables.length} tables and ${objects.length} other objects taken next to the dump in ${took()}`,
+            );
+            return { basis: nextTo, level, tables, objects };
+          },
+          warn,
         );
-        ctx.log(
-          `${unit.database}: drill stats of ${tables.length} tables and ${objects.length} other objects taken in ${took()}`,
-        );
-        const stats: ArtifactStats = { basis: nextTo, level, tables, objects };
-        return { unit, finish: () => Promise.resolve(stats) };
+        return { unit, finish: () => taking };
       }
       case 'postgresql': {
         const session = await startPostgresqlStats(service, unit.database, checksums, ctx);

@@ -453,7 +453,7 @@ export class TaskRunner {
             ctx.signal.throwIfAborted();
             const name = `${spec.name}/${unit.fileName}${SUFFIX[compression as CompressionName]}`;
             const report = this.progress(task, name);
-            // Drill stats: before the dump, or (PostgreSQL) in the snapshot the dump is given.
+            // Drill stats: next to the dump, or (PostgreSQL) in the snapshot the dump is given.
             const collecting = await startStats(
               service,
               unit,

@@ -5,7 +5,7 @@
  * level `checksums`, `CHECKSUM TABLE ... EXTENDED`, which reads every row (MariaDB manual,
  * "CHECKSUM TABLE"). The checksum depends on the rows and the table's definition, which a restore
  * from the dump reproduces, so the scratch copy of an intact backup gives the same value on the
- * same server. They are taken right before the dump starts, in other transactions than
+ * same server. They are taken while the dump runs (agent/backup-stats.ts), in other sessions than
  * mariadb-dump's own snapshot: they describe the dumped data exactly only when nothing writes
  * meanwhile, i.e. under the environment's quiesce hooks (basis `quiesced`). Otherwise (a `--live`
  * backup, or no quiesce hooks) the basis is `live` and a drill reports differences as

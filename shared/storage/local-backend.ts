@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -13,9 +13,10 @@ const TMP_DIR = '.tmp';
 /**
  * The embedded default location: a directory on the controller's disk.
  *
- * Objects are files under `root`; `put` writes `root/.tmp/<random>`, fsyncs it,
- * renames it into place and fsyncs the parent directory, so a crash leaves
- * either the old state or the whole object. Leftover temporary files from a
+ * Objects are files under `root`; `put` writes `root/.tmp/<random>` (flushing
+ * it to disk as it grows, see `Flusher`), fsyncs it, renames it into place
+ * and fsyncs the parent directory, so a crash leaves either the old state or
+ * the whole object. Leftover temporary files from a
  * crash are removed by `open()`.
  */
 export class LocalBackend implements StorageBackend {
@@ -69,20 +70,27 @@ export class LocalBackend implements StorageBackend {
     const tmp = join(this.root, TMP_DIR, tmpName(key));
     const hash = opts?.skipDigest ? undefined : createHash('sha256');
     let size = 0;
+    const flusher = new Flusher();
     const meter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         hash?.update(chunk);
         size += chunk.length;
+        flusher.wrote(size);
         cb(null, chunk);
       },
     });
     try {
       await mkdir(join(this.root, TMP_DIR), { recursive: true, mode: 0o700 });
-      await pipeline(data, meter, createWriteStream(tmp, { mode: 0o600 }), { signal: opts?.signal });
-      const fh = await open(tmp, 'r');
+      const fh = await open(tmp, 'w', 0o600);
       try {
+        flusher.file = fh;
+        // By descriptor: a FileHandle's own stream with autoClose off keeps it from closing.
+        const out = createWriteStream('', { fd: fh.fd, autoClose: false });
+        await pipeline(data, meter, out, { signal: opts?.signal });
+        await flusher.settled();
         await fh.sync();
       } finally {
+        await flusher.settled().catch(() => undefined);
         await fh.close();
       }
       await mkdir(dirname(target), { recursive: true, mode: 0o700 });
@@ -164,6 +172,44 @@ export class LocalBackend implements StorageBackend {
 
   async close(): Promise<void> {
     // Nothing is held open between calls.
+  }
+}
+
+/** Bytes written to an object's file between two background flushes (see {@link Flusher}). */
+const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Flushes a file being written to disk as it grows: `fdatasync` in the background each time
+ * {@link FLUSH_EVERY_BYTES} more were written (one at a time; writes go on meanwhile), so that the
+ * final `fsync` of `put` has at most about that much left to write, instead of the whole object
+ * (the kernel otherwise keeps it all dirty in the page cache until then). The first error is kept
+ * and thrown by {@link Flusher.settled}: after a failed flush the final fsync may report success.
+ */
+class Flusher {
+  file: FileHandle | undefined;
+  private flushedAt = 0;
+  private running: Promise<void> | undefined;
+  private error: { cause: unknown } | undefined;
+
+  /** Called with the bytes written so far; starts a flush when due and none runs. */
+  wrote(bytes: number): void {
+    if (!this.file || this.running || bytes - this.flushedAt < FLUSH_EVERY_BYTES) return;
+    this.flushedAt = bytes;
+    this.running = this.file.datasync().then(
+      () => {
+        this.running = undefined;
+      },
+      (err: unknown) => {
+        this.error ??= { cause: err };
+        this.running = undefined;
+      },
+    );
+  }
+
+  /** Waits for the flush in progress; throws the first flush's error, if one failed. */
+  async settled(): Promise<void> {
+    await this.running;
+    if (this.error) throw this.error.cause;
   }
 }
 

@@ -161,8 +161,8 @@ describe('high availability: dump locks, quiesce/resume, db-dump (three agents)'
           post_restore: hook('post_restore').slice(0, 1),
         },
         max_pause: 120,
-        // The SIGSTOP case freezes the lock holder mid-upload; drill stats, taken before the dump
-        // starts, would have it frozen before its upload began.
+        // The SIGSTOP case freezes the lock holder mid-upload; drill stats are not what it tests
+        // (and were once taken before the dump started, which froze it before its upload began).
         drill_stats: 'off',
       },
       {
