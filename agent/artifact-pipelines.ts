@@ -231,5 +231,9 @@ export function keepOutput(stream: Readable, endsAfter?: Promise<unknown>): Read
     }),
   );
   stream.once('error', (err) => kept.destroy(err));
+  // The failure of `endsAfter` is reported by whoever awaits it (downloadAndApply); the stream's
+  // own 'error' may come when no engine reads it (it failed first, or has not started reading),
+  // and an 'error' without a listener would crash the agent.
+  if (endsAfter) kept.on('error', () => undefined);
   return kept;
 }

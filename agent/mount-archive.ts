@@ -609,6 +609,12 @@ class StagingExtractor {
       extract.destroy(err as Error);
     };
     input.on('error', fail);
+    // The input may have failed before this reader started (its source's check failed while the
+    // staging directory was being made): its 'error' is gone, and piping a destroyed stream waits
+    // forever.
+    if (input.errored) fail(input.errored);
+    else if (input.destroyed && !input.readableEnded)
+      fail(new ArtifactCorruptError('the mount archive stream was closed before its end'));
     const onAbort = (): void => {
       fail(new TaskAbortedError('mount restore was stopped'));
       input.destroy();

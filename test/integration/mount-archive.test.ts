@@ -373,6 +373,17 @@ describe('mount archive', function () {
     await assert.rejects(b.done, /closed before the end/);
   });
 
+  it('fails at once, leaving the root as it was, on an input that failed before extraction started', async () => {
+    const root = join(tmp, 'pre-failed');
+    await mkdir(root);
+    await writeFile(join(root, 'keep.txt'), 'kept');
+    const input = new Readable({ read() {} });
+    input.on('error', () => {});
+    input.destroy(new Error('the copy is missing'));
+    await assert.rejects(extractMountArchive(input, root), /the copy is missing/);
+    assert.deepEqual(await readdir(root), ['keep.txt']);
+  });
+
   it('replaces the root content of a directory that is empty or missing', async () => {
     const src = join(tmp, 'src');
     await mkdir(join(src, 'd'), { recursive: true });

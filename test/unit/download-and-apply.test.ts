@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import type * as grpc from '@grpc/grpc-js';
 
 import { downloadAndApply } from '../../agent/artifact-pipelines.js';
-import { ArtifactCorruptError } from '../../shared/errors.js';
+import { ArtifactCorruptError, NotFoundError } from '../../shared/errors.js';
 import { LocalBackend } from '../../shared/storage/local-backend.js';
 import type { WireArtifact } from '../../shared/wire.js';
 
@@ -59,7 +59,7 @@ describe('downloadAndApply', () => {
     }
   }
 
-  async function run(sha256: string) {
+  async function run(sha256: string, opts: { key?: string; readAfterMs?: number } = {}) {
     let seen: Awaited<ReturnType<typeof consume>> | undefined;
     const done = downloadAndApply({
       client: undefined as unknown as grpc.Client,
@@ -67,11 +67,13 @@ describe('downloadAndApply', () => {
       taskId: 't',
       artifact: artifact(sha256),
       apply: async (input) => {
+        // An engine may prepare (a staging database or directory) before it reads.
+        if (opts.readAfterMs) await new Promise((r) => setTimeout(r, opts.readAfterMs));
         seen = await consume(input);
       },
       signal: new AbortController().signal,
       onBytes: () => undefined,
-      direct: { storage, key: 'a.sql.zst' },
+      direct: { storage, key: opts.key ?? 'a.sql.zst' },
     });
     const result = await done.then(
       () => undefined,
@@ -92,5 +94,15 @@ describe('downloadAndApply', () => {
     assert.equal(seen.ended, false);
     assert.ok(seen.bytes <= raw.length, `${seen.bytes} bytes`);
     assert.ok(seen.error instanceof ArtifactCorruptError, String(seen.error));
+  });
+
+  it('fails, without crashing the agent, when the copy is missing and the engine starts reading late', async () => {
+    const { result, seen } = await run(createHash('sha256').update(zst).digest('hex'), {
+      key: 'missing.sql.zst',
+      readAfterMs: 200,
+    });
+    assert.ok(result instanceof NotFoundError, String(result));
+    assert.equal(seen.ended, false);
+    assert.equal(seen.bytes, 0);
   });
 });
