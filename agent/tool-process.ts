@@ -12,7 +12,7 @@ import { spawn, type ChildProcess, type StdioNull, type StdioPipe } from 'node:c
 import { constants as fsConstants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import { Writable, type Readable, type Stream } from 'node:stream';
+import { Writable, type Readable, type Stream, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 
@@ -224,13 +224,15 @@ export async function firstToolOnPath(names: readonly string[], debianPackage: s
  * The tool's own failure wins over the pipe's (a tool that dies early makes the pipe fail, which
  * says less than its stderr); the input is then stopped, not drained. When `input` fails (e.g. a
  * decompression error) the tool is killed, so that it cannot commit a truncated input, and
- * `input`'s error is thrown.
+ * `input`'s error is thrown, also when it failed before this call.
+ *
+ * @param through a transform the input passes on its way (e.g. the MariaDB dump's rewriter).
  */
-export async function feedTool(input: Readable, proc: ToolProcess): Promise<void> {
+export async function feedTool(input: Readable, proc: ToolProcess, through?: Transform): Promise<void> {
   const stdin = proc.child.stdin;
   if (!stdin) throw new Error('feedTool needs a tool spawned with stdin piped');
   const sink = toolStdinSink(stdin);
-  const piped = pipeline(input, sink).catch((err: unknown) => {
+  const piped = (through ? pipeline(input, through, sink) : pipeline(input, sink)).catch((err: unknown) => {
     proc.kill();
     throw err;
   });

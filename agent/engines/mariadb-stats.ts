@@ -140,8 +140,7 @@ export async function drillMariadb(
       debianPackage: TOOLS[kind].debianPackage,
     });
     const rewriter = rewriteDumpToStaging(db, scratch);
-    input.once('error', (err) => rewriter.destroy(err));
-    await feedTool(input.pipe(rewriter), load);
+    await feedTool(input, load, rewriter);
     ctx.signal.throwIfAborted();
     ctx.log(`${db}: loaded into the scratch database ${scratch}`);
     result = await mariadbStats(kind, conn, scratch, checksums, ctx);

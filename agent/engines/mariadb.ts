@@ -208,8 +208,7 @@ export class MariadbEngine implements Engine {
         debianPackage: this.tools.debianPackage,
       });
       const rewriter = rewriteDumpToStaging(db, staging);
-      input.once('error', (err) => rewriter.destroy(err));
-      await feedTool(input.pipe(rewriter), load);
+      await feedTool(input, load, rewriter);
       ctx.signal.throwIfAborted();
 
       const staged = await readSchema(client, staging);

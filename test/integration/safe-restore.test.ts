@@ -11,6 +11,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path, { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
@@ -214,6 +215,22 @@ describe('safe restores', function () {
       assert.ok(!(await databases()).includes('sakila__envsnap_pre_restore'));
       assert.deepEqual(await engine.dropPreRestoreCopies(service([]), context(work)), []);
       assert.deepEqual(await readdir(work), [], 'the engine left files in its work directory');
+    });
+
+    it('fails with the error of its input, leaving the live database as it was, when the input failed before the load began', async () => {
+      const engine = engineFor('mariadb');
+      const before = await mariadbFingerprint(server, 'sakila');
+      // What a restore's raw stream does when its artifact is missing or fails its check before the
+      // engine has read a byte (agent/artifact-pipelines.ts, downloadAndApply).
+      const input = new Readable({ read() {} });
+      input.on('error', () => {});
+      input.destroy(new Error('the copy is missing'));
+      await assert.rejects(
+        engine.restore(service(['sakila']), unit('sakila'), input, context(work)),
+        /the copy is missing/,
+      );
+      assert.deepEqual(await mariadbFingerprint(server, 'sakila'), before);
+      assert.ok(!(await databases()).includes('sakila__envsnap_staging'));
     });
 
     it('leaves the live database as it was when the swap cannot get a table lock, and says so', async () => {
