@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { S3Client } from '@aws-sdk/client-s3';
 
 interface S3rverServer {
   run(): Promise<{ address: string; port: number }>;
@@ -47,6 +48,24 @@ export class TestS3 {
       configureBuckets: [{ name: this.bucket }],
     });
     this.port = (await this.server.run()).port;
+  }
+
+  /**
+   * Runs `fn` with an S3 client of this server (its credentials, path-style addressing), for a
+   * test's own look at the bucket; destroys the client after.
+   */
+  async admin<T>(fn: (client: S3Client) => Promise<T>): Promise<T> {
+    const client = new S3Client({
+      endpoint: this.endpoint,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: S3_ACCESS_KEY, secretAccessKey: S3_SECRET_KEY },
+    });
+    try {
+      return await fn(client);
+    } finally {
+      client.destroy();
+    }
   }
 
   /** Stops serving; the data stays. Safe to call twice. */

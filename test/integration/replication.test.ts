@@ -20,7 +20,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { DeleteObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { EnvsnapCluster } from '../helpers/envsnap.js';
 import { treeFingerprint } from '../helpers/fingerprints.js';
 import { S3_ACCESS_KEY, S3_SECRET_KEY, TestS3 } from '../helpers/s3.js';
@@ -141,18 +141,10 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
   }
 
   async function s3Keys(): Promise<string[]> {
-    const client = new S3Client({
-      endpoint: s3.endpoint,
-      region: 'us-east-1',
-      forcePathStyle: true,
-      credentials: { accessKeyId: S3_ACCESS_KEY, secretAccessKey: S3_SECRET_KEY },
-    });
-    try {
-      const out = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'envsnap/' }));
-      return (out.Contents ?? []).map((o) => o.Key!).sort();
-    } finally {
-      client.destroy();
-    }
+    const out = await s3.admin((client) =>
+      client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'envsnap/' })),
+    );
+    return (out.Contents ?? []).map((o) => o.Key!).sort();
   }
 
   async function backup(id: string): Promise<BackupGet> {
@@ -296,19 +288,11 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     assert.deepEqual(await treeFingerprint(tree), good);
 
     // No good copy anywhere: the restore fails and the tree is as it was (the agent never swapped).
-    const client = new S3Client({
-      endpoint: s3.endpoint,
-      region: 'us-east-1',
-      forcePathStyle: true,
-      credentials: { accessKeyId: S3_ACCESS_KEY, secretAccessKey: S3_SECRET_KEY },
-    });
-    try {
-      await client.send(
+    await s3.admin((client) =>
+      client.send(
         new DeleteObjectCommand({ Bucket: s3.bucket, Key: `envsnap/backups/${id}/${b.artifacts[0]!.name}` }),
-      );
-    } finally {
-      client.destroy();
-    }
+      ),
+    );
     await writeFile(path.join(tree, 'a.txt'), 'damaged again');
     const damaged = await treeFingerprint(tree);
     const failed = await cluster.cli(['backup:restore', id, '--yes']);
@@ -433,18 +417,10 @@ describe('per-location retention: a local primary kept short, an S3 replica kept
   }
 
   async function s3BackupIds(): Promise<string[]> {
-    const client = new S3Client({
-      endpoint: s3.endpoint,
-      region: 'us-east-1',
-      forcePathStyle: true,
-      credentials: { accessKeyId: S3_ACCESS_KEY, secretAccessKey: S3_SECRET_KEY },
-    });
-    try {
-      const out = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'envsnap/' }));
-      return [...new Set((out.Contents ?? []).map((o) => o.Key!.split('/')[2]!))].sort();
-    } finally {
-      client.destroy();
-    }
+    const out = await s3.admin((client) =>
+      client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'envsnap/' })),
+    );
+    return [...new Set((out.Contents ?? []).map((o) => o.Key!.split('/')[2]!))].sort();
   }
 
   async function localBackupIds(): Promise<string[]> {
