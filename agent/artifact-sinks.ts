@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import type * as grpc from '@grpc/grpc-js';
 import type { StorageConfig } from '../shared/config.js';
-import { errorMessage } from '../shared/errors.js';
+import { StaleFencingTokenError, UploadDiscardedError, errorMessage } from '../shared/errors.js';
 import type { StorageBackend } from '../shared/storage/backend.js';
 import { attemptArtifactKey } from '../shared/storage/keys.js';
 import { openDirectTarget } from '../shared/storage/locations.js';
@@ -224,7 +224,17 @@ export class ArtifactSinks {
         locations: [d.target.name],
         run: async (input) => {
           // A local location skips its own hash: the tee computes the SHA-256 once.
-          const put = await d.storage.put(key, input, { signal: opts.signal, skipDigest: true });
+          const put = await d.storage
+            .put(key, input, { signal: opts.signal, skipDigest: true })
+            .catch((err: unknown) => {
+              // Under a dump lock, the controller discards an attempt's files when the lock moved on.
+              if (err instanceof UploadDiscardedError && this.task.fencingToken)
+                throw new StaleFencingTokenError(
+                  `${errorMessage(err)}: the controller discarded this attempt (fencing token ${this.task.fencingToken}): its dump lock moved on, or its backup ended`,
+                  { cause: err },
+                );
+              throw err;
+            });
           return {
             kind: 'direct',
             location: d.target.name,

@@ -30,6 +30,7 @@ export const ErrorCode = {
   ENCRYPTION_KEY: 'encryption_key',
   STORAGE_UNAVAILABLE: 'storage_unavailable',
   LOCATION_NOT_SHARED: 'location_not_shared',
+  UPLOAD_DISCARDED: 'upload_discarded',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -177,6 +178,18 @@ export class StorageUnavailableError extends EnvsnapError {
 export class LocationNotSharedError extends EnvsnapError {
   constructor(message: string, options?: { cause?: unknown; hint?: string }) {
     super(ErrorCode.LOCATION_NOT_SHARED, message, options);
+  }
+}
+
+/**
+ * Thrown by a local location's `put` when the object's temporary file was removed while it was
+ * written: its key's prefix was deleted meanwhile, which the controller does to the files of a
+ * backup attempt it discarded (the dump lock moved to another node) and of a deleted backup. The
+ * object is not stored.
+ */
+export class UploadDiscardedError extends EnvsnapError {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(ErrorCode.UPLOAD_DISCARDED, message, options);
   }
 }
 

@@ -6,6 +6,7 @@ const STATUS: Record<ErrorCode, grpc.status> = {
   [ErrorCode.CONFIG_UNREADABLE]: grpc.status.FAILED_PRECONDITION,
   [ErrorCode.STORAGE_UNAVAILABLE]: grpc.status.UNAVAILABLE,
   [ErrorCode.LOCATION_NOT_SHARED]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCode.UPLOAD_DISCARDED]: grpc.status.ABORTED,
   [ErrorCode.NOT_FOUND]: grpc.status.NOT_FOUND,
   [ErrorCode.INVALID_ARGUMENT]: grpc.status.INVALID_ARGUMENT,
   [ErrorCode.ENVIRONMENT_INACTIVE]: grpc.status.FAILED_PRECONDITION,

@@ -4,7 +4,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 
 import { dirname, join, relative, sep } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { NotFoundError } from '../errors.js';
+import { NotFoundError, UploadDiscardedError } from '../errors.js';
 import type { PutResult, StorageBackend } from './backend.js';
 import { checkKey } from './keys.js';
 
@@ -94,7 +94,21 @@ export class LocalBackend implements StorageBackend {
         await fh.close();
       }
       await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-      await rename(tmp, target);
+      await rename(tmp, target).catch(async (err: NodeJS.ErrnoException) => {
+        // Our own temporary file is gone: deletePrefix removed it (see UploadDiscardedError).
+        if (
+          err.code === 'ENOENT' &&
+          !(await stat(tmp).then(
+            () => true,
+            () => false,
+          ))
+        )
+          throw new UploadDiscardedError(
+            `${key} was discarded while it was written to storage "${this.name}" (its temporary file was removed)`,
+            { cause: err },
+          );
+        throw err;
+      });
       await syncDir(dirname(target));
     } catch (err) {
       await unlink(tmp).catch(() => undefined);

@@ -10,7 +10,7 @@ import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { LocationNotSharedError } from '../../shared/errors.js';
+import { LocationNotSharedError, UploadDiscardedError } from '../../shared/errors.js';
 import { attemptArtifactKey } from '../../shared/storage/keys.js';
 import { LocalBackend } from '../../shared/storage/local-backend.js';
 import {
@@ -98,5 +98,24 @@ describe('local locations shared with an agent', () => {
     assert.deepEqual(await controllerSide.list(`backups/${id}/`), [current, stale].sort());
     await controllerSide.delete(stale);
     assert.deepEqual(await controllerSide.list(`backups/${id}/`), [current]);
+  });
+
+  it('a stale holder whose attempt the controller discarded while it wrote gets UploadDiscardedError, and nothing is stored', async () => {
+    const agentSide = await proveSharedLocation(target(markerId), 'node-1');
+    const id = '0123456789abcdef0123';
+    const stale = attemptArtifactKey(id, 'db/shop.sql.zst', 6);
+    let discard: () => void = () => undefined;
+    const discarded = new Promise<void>((resolve) => (discard = resolve));
+    async function* frozen() {
+      yield Buffer.from('the first part of a dump');
+      discard(); // the holder freezes here; the controller discards its attempt's files
+      await new Promise((r) => setTimeout(r, 50));
+      yield Buffer.from(', the rest after it woke up');
+    }
+    const put = agentSide.put(stale, Readable.from(frozen()));
+    await discarded;
+    await controllerSide.deletePrefix(`backups/${id}/`);
+    await assert.rejects(put, UploadDiscardedError);
+    assert.deepEqual(await controllerSide.list(`backups/${id}/`), []);
   });
 });
