@@ -14,6 +14,7 @@
  *   configured databases exist, and the tools match the server (pg_dump not older than the server,
  *   a MariaDB server not dumped with MySQL 8's mysqldump, a local redis-server that can load the
  *   server's RDB); PostgreSQL: the role is a superuser (pg_dumpall --globals-only needs it);
+ *   Redis: a warning when every backup waits the server's diskless-sync delay;
  * - each mount: exists, is a readable directory; writable (restores write into it);
  * - each s3 location of the file's `storage:`: the bucket answers (HeadBucket) with the credentials
  *   this node uses for direct uploads and downloads.
@@ -366,6 +367,13 @@ function compatibility(
         fix: 'install mariadb-client (mariadb-dump) for MariaDB servers',
       });
   } else if (kind === 'redis') {
+    if (probe.rdbSyncDelaySeconds)
+      out.push({
+        check,
+        status: 'warn',
+        message: `every backup waits ${probe.rdbSyncDelaySeconds} s before the server sends its snapshot (repl-diskless-sync-delay, for more replicas to share it)`,
+        fix: 'set repl-diskless-sync-max-replicas 1 (starts at once for one replica) or repl-diskless-sync-delay 0 in redis.conf, unless replicas of this server rely on the delay to share one fork',
+      });
     const server = tools.get('redis:restore')?.version;
     const target = probe.serverParts[0];
     if (server && target !== undefined && (server.parts[0] ?? 0) < target)

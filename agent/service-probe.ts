@@ -29,6 +29,13 @@ export interface ServiceProbe {
   databases: string[];
   /** PostgreSQL: whether the connecting role is a superuser. */
   superuser?: boolean;
+  /**
+   * Redis: seconds the server waits for more replicas before it sends the RDB of a diskless full
+   * sync, which every backup (`redis-cli --rdb`) waits too: `repl-diskless-sync-delay` when
+   * `repl-diskless-sync` is on and `repl-diskless-sync-max-replicas` is not 1 (Redis manual,
+   * redis.conf "REPLICATION"), else 0. Undefined when `CONFIG GET` is refused.
+   */
+  rdbSyncDelaySeconds?: number;
 }
 
 /**
@@ -145,7 +152,12 @@ async function probeRedis(connection: ResolvedConnection): Promise<ServiceProbe>
     });
     const info = await client.info('server');
     const version = /^redis_version:(\S+)/m.exec(info)?.[1] ?? '';
-    return { serverVersion: version, serverParts: numericParts(version), databases: [] };
+    return {
+      serverVersion: version,
+      serverParts: numericParts(version),
+      databases: [],
+      rdbSyncDelaySeconds: await rdbSyncDelay(client),
+    };
   } finally {
     // After a failed connect the socket is gone; disconnect() would still wait ioredis'
     // disconnectTimeout (2 s) for it to close, keeping the process alive.
@@ -157,4 +169,18 @@ async function probeRedis(connection: ResolvedConnection): Promise<ServiceProbe>
 function numericParts(version: string): number[] {
   const m = /(\d+(?:\.\d+)*)/.exec(version);
   return m ? m[1]!.split('.').map(Number) : [];
+}
+
+/** See {@link ServiceProbe.rdbSyncDelaySeconds}; undefined when CONFIG is refused (ACLs, renamed). */
+async function rdbSyncDelay(client: Redis): Promise<number | undefined> {
+  try {
+    const pairs = (await client.call('CONFIG', 'GET', 'repl-diskless-sync*')) as string[];
+    const config = new Map<string, string>();
+    for (let i = 0; i + 1 < pairs.length; i += 2) config.set(pairs[i]!, pairs[i + 1]!);
+    if (config.get('repl-diskless-sync') !== 'yes') return 0;
+    if (config.get('repl-diskless-sync-max-replicas') === '1') return 0;
+    return Number(config.get('repl-diskless-sync-delay') ?? 0);
+  } catch {
+    return undefined;
+  }
 }

@@ -171,6 +171,11 @@ describe('envsnap doctor', function () {
       r.stdout,
       /^ok {4}service shop\/cache: redis 7\.\S+ at 127\.0\.0\.1:\d+ accepts the credentials$/m,
     );
+    // The throwaway Redis keeps Redis 7's defaults: diskless sync with a 5 s delay.
+    assert.match(
+      r.stdout,
+      /^warn {2}service shop\/cache: every backup waits 5 s before the server sends its snapshot \(repl-diskless-sync-delay.* -> fix: set repl-diskless-sync-max-replicas 1 /m,
+    );
     assert.match(r.stdout, /^ok {4}mount shop\/media: .* is a readable and writable directory$/m);
     assert.match(r.stdout, /^ok {4}work_dir: .* is writable, [\d.]+ GiB free$/m);
     assert.match(lines.at(-1)!, /^node-1: \d+ ok, \d+ warnings?, 0 failed$/);
