@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { Catalog, type BackupRecord } from '../../controller/catalog.js';
-import { newId } from '../../shared/ids.js';
+import { Catalog } from '../../controller/catalog.js';
+import { completeBackupRecord } from '../helpers/catalog-records.js';
 import { EnvsnapCluster } from '../helpers/envsnap.js';
 
 /**
@@ -28,19 +28,7 @@ describe('backup:list pages through the controller', function () {
     try {
       for (let i = 0; i < COUNT; i++) {
         const at = t + i * 60_000;
-        const b: BackupRecord = {
-          id: newId(at),
-          environment: i % 10 === 0 ? 'other' : 'app',
-          created: new Date(at).toISOString(),
-          status: 'complete',
-          live: false,
-          tag: 'manual',
-          consistency: '',
-          activityId: newId(at),
-          storage: 'local',
-          artifacts: [],
-          sizeBytes: 0,
-        };
+        const b = completeBackupRecord(i % 10 === 0 ? 'other' : 'app', at);
         if (b.environment === 'app') ids.push(b.id);
         await catalog.putBackup(b);
       }

@@ -5,22 +5,7 @@ import { join } from 'node:path';
 import { CATALOG_FORMAT, Catalog, type BackupRecord } from '../../controller/catalog.js';
 import { NotFoundError } from '../../shared/errors.js';
 import { newId } from '../../shared/ids.js';
-
-function backup(env: string, at: number): BackupRecord {
-  return {
-    id: newId(at),
-    environment: env,
-    created: new Date(at).toISOString(),
-    status: 'complete',
-    live: false,
-    tag: 'manual',
-    consistency: '',
-    activityId: newId(at),
-    storage: 'local',
-    artifacts: [],
-    sizeBytes: 0,
-  };
-}
+import { completeBackupRecord } from '../helpers/catalog-records.js';
 
 describe('catalog', () => {
   let dir: string;
@@ -37,9 +22,9 @@ describe('catalog', () => {
 
   it('lists backups newest first, per environment', async () => {
     const t = Date.UTC(2026, 0, 1);
-    await catalog.putBackup(backup('main', t + 1000));
-    await catalog.putBackup(backup('staging', t + 2000));
-    await catalog.putBackup(backup('main', t + 3000));
+    await catalog.putBackup(completeBackupRecord('main', t + 1000));
+    await catalog.putBackup(completeBackupRecord('staging', t + 2000));
+    await catalog.putBackup(completeBackupRecord('main', t + 3000));
     const main = await catalog.listBackups('main');
     assert.deepEqual(
       main.map((b) => b.created),
@@ -77,7 +62,7 @@ describe('catalog', () => {
   });
 
   it('keeps a verification per backup and deletes it with the backup', async () => {
-    const b = backup('main', Date.UTC(2026, 0, 2));
+    const b = completeBackupRecord('main', Date.UTC(2026, 0, 2));
     await catalog.putBackup(b);
     const time = new Date().toISOString();
     await catalog.putVerification({
@@ -99,10 +84,10 @@ describe('catalog', () => {
     const t = Date.UTC(2026, 0, 1);
     const main: BackupRecord[] = [];
     for (let i = 0; i < 7; i++) {
-      const b = backup('main', t + i * 1000);
+      const b = completeBackupRecord('main', t + i * 1000);
       main.push(b);
       await catalog.putBackup(b);
-      await catalog.putBackup(backup('main-2', t + i * 1000 + 1)); // a name that extends "main"
+      await catalog.putBackup(completeBackupRecord('main-2', t + i * 1000 + 1)); // a name that extends "main"
     }
     const newest = main.map((b) => b.id).reverse();
     const first = await catalog.listBackupsPage({ environment: 'main', limit: 3 });
@@ -139,23 +124,24 @@ describe('catalog', () => {
   it('keeps an index of the backups with a replica copy to make, in the same batch as the record', async () => {
     const t = Date.UTC(2026, 0, 1);
     const done = {
-      ...backup('main', t),
+      ...completeBackupRecord('main', t),
       replicas: { offsite: { status: 'complete' as const, attempts: 0 } },
     };
     const failed = {
-      ...backup('main', t + 1000),
+      ...completeBackupRecord('main', t + 1000),
       replicas: { offsite: { status: 'failed' as const, attempts: 1 } },
     };
     const other = {
-      ...backup('staging', t + 2000),
+      ...completeBackupRecord('staging', t + 2000),
       replicas: { offsite: { status: 'failed' as const, attempts: 0 } },
     };
     const running = {
-      ...backup('main', t + 3000),
+      ...completeBackupRecord('main', t + 3000),
       status: 'in_progress' as const,
       replicas: { offsite: { status: 'failed' as const, attempts: 0 } },
     };
-    for (const b of [done, failed, other, running, backup('main', t + 4000)]) await catalog.putBackup(b);
+    for (const b of [done, failed, other, running, completeBackupRecord('main', t + 4000)])
+      await catalog.putBackup(b);
     assert.deepEqual(
       (await catalog.listUnderReplicated()).map((b) => b.id),
       [failed.id, other.id],
@@ -191,7 +177,7 @@ describe('catalog', () => {
     const ids: string[] = [];
     for (let i = 0; i < 2500; i++) {
       const b: BackupRecord = {
-        ...backup(i % 2 ? 'main' : 'staging', t + i * 1000),
+        ...completeBackupRecord(i % 2 ? 'main' : 'staging', t + i * 1000),
         ...(i % 500 === 0 ? { replicas: { offsite: { status: 'failed' as const, attempts: 1 } } } : {}),
       };
       ids.push(b.id);
