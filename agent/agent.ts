@@ -133,6 +133,8 @@ export class Agent {
         version: VERSION,
         hostname: hostname(),
         runningTaskIds: this.runner!.runningIds(),
+        // downloadAndApply ends the stream a restore or drill reads only after its SHA-256 matched.
+        checksArtifactStream: true,
       },
     });
     call.on('data', (msg: WireControllerMessage) => this.onMessage(call, msg));

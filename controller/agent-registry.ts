@@ -49,6 +49,8 @@ class AgentSession {
     readonly nodeId: string,
     readonly version: string,
     readonly hostname: string,
+    /** The agent declared `Hello.checks_artifact_stream` (see AgentRegistry.checksArtifactStream). */
+    readonly checksArtifactStream: boolean,
     readonly call: AgentCall,
   ) {}
 
@@ -137,7 +139,13 @@ export class AgentRegistry extends EventEmitter<{
   }
 
   private open(call: AgentCall, hello: Extract<WireAgentMessage, { hello: unknown }>['hello']): AgentSession {
-    const session = new AgentSession(hello.nodeId, hello.version, hello.hostname, call);
+    const session = new AgentSession(
+      hello.nodeId,
+      hello.version,
+      hello.hostname,
+      hello.checksArtifactStream === true,
+      call,
+    );
     const previous = this.sessions.get(hello.nodeId);
     if (previous) {
       // The agent reconnected before we noticed the old stream was gone: keep
@@ -185,6 +193,12 @@ export class AgentRegistry extends EventEmitter<{
       welcome: { controllerVersion: VERSION, heartbeatIntervalMs: this.heartbeatIntervalMs },
     });
     this.logger.info({ node: hello.nodeId, version: hello.version }, 'agent connected');
+    if (!session.checksArtifactStream) {
+      this.logger.warn(
+        { node: hello.nodeId, version: hello.version },
+        'agent does not declare that it checks artifacts as it restores them: the controller reads every artifact of its restores and drills first (upgrade the agent to the controller release)',
+      );
+    }
     this.emit('connected', hello.nodeId);
     return session;
   }
@@ -256,6 +270,16 @@ export class AgentRegistry extends EventEmitter<{
   /** True when the node's agent has a live session. */
   isConnected(nodeId: string): boolean {
     return this.sessions.has(nodeId);
+  }
+
+  /**
+   * True when the node's agent is connected and declared in its `hello` that the stream a restore
+   * or drill reads ends only after the artifact matched its size and SHA-256 (proto
+   * `Hello.checks_artifact_stream`, agent/artifact-pipelines.ts `keepOutput`). An older agent
+   * may apply input before its check, so the controller reads the artifact first for it.
+   */
+  checksArtifactStream(nodeId: string): boolean {
+    return this.sessions.get(nodeId)?.checksArtifactStream ?? false;
   }
 
   /** Number of connected agents. */

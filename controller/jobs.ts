@@ -39,6 +39,7 @@ import {
 import type {
   WireArtifact,
   WireDirectCopy,
+  WireDrilledArtifact,
   WireHookTask,
   WireStorageTarget,
   WireTask,
@@ -136,7 +137,25 @@ interface RestorePlanItem {
   restoreMount?: WireTask['restoreMount'];
 }
 
-/** How many artifacts a restore reads at once to check them before anything is applied. */
+/** The artifacts of one service or mount a drill hands to one agent task. */
+interface DrillGroup {
+  name: string;
+  /** The service's kind, or `mount`. */
+  kind: string;
+  node: string;
+  svc?: ServiceConfig | undefined;
+  mnt?: MountConfig | undefined;
+  artifacts: ArtifactEntry[];
+}
+
+/** The groups with only the artifacts `keep` selects, leaving out groups left empty. */
+function drillSubset(groups: readonly DrillGroup[], keep: (a: ArtifactEntry) => boolean): DrillGroup[] {
+  return groups
+    .map((g) => ({ ...g, artifacts: g.artifacts.filter(keep) }))
+    .filter((g) => g.artifacts.length > 0);
+}
+
+/** How many artifacts a restore or drill reads at once to check them before anything is applied. */
 const VERIFY_CONCURRENCY = 4;
 
 /**
@@ -908,8 +927,17 @@ export class JobManager {
       for (const a of backup.artifacts) job.entries.set(a.name, a);
       // A corrupt artifact must leave every service as it was. The controller reads each artifact
       // in full before anything is applied, except the first one a single-task restore applies:
-      // the agent checks that one as it streams and fails before its swap (engine.ts, restore).
-      const agentChecked = agentCheckedArtifact(plan);
+      // the agent checks that one as it streams and fails before its swap (engine.ts, restore),
+      // when it says it does (an older agent may apply input before its check).
+      const candidate = agentCheckedArtifact(plan);
+      const node = plan[0]?.node ?? '';
+      const agentChecked = candidate && this.agents.checksArtifactStream(node) ? candidate : undefined;
+      if (candidate && !agentChecked) {
+        log(
+          'info',
+          `the agent on ${node} does not declare that it checks artifacts as it restores (an older release): the controller reads ${candidate} first too`,
+        );
+      }
       const early = backup.artifacts.filter((a) => a.name !== agentChecked);
       if (agentChecked) {
         log(
@@ -944,6 +972,10 @@ export class JobManager {
             return { task: t, work };
           }),
         );
+      if (agentChecked && this.agents.isConnected(node) && !this.agents.checksArtifactStream(node)) {
+        // The agent reconnected as an older release while the other artifacts were read.
+        await this.pickSources(backup, [job.entries.get(agentChecked)!], job, log);
+      }
       try {
         await runTasks(tasks);
       } catch (err) {
@@ -1143,8 +1175,11 @@ export class JobManager {
    * redis-server, a scratch directory; never the live data), recompute the stats the manifest
    * recorded at backup time, and remove the targets; the controller compares
    * (shared/drill-stats.ts), records the result in the catalog and the metrics, and resolves with it.
-   * Each artifact is first read back and checked against its size and SHA-256 (the first good copy
-   * of any location is used). An artifact that does not restore, or whose data differs, fails the
+   * Each artifact's size and SHA-256 are checked by the agent as it drills it (from the first copy;
+   * when the drill errs and that copy is bad, the artifact is drilled again from the first good
+   * one), or, for an agent that does not declare that check (`Hello.checks_artifact_stream`), read
+   * back by the controller first, up to {@link VERIFY_CONCURRENCY} at once. An artifact without a
+   * good copy anywhere, that does not restore, or whose data differs, fails the
    * drill; the others are still drilled. Stats taken outside the dump's snapshot (live backups)
    * are compared but only reported.
    *
@@ -1228,8 +1263,9 @@ export class JobManager {
         'info',
         `Restore drill of backup ${backup.id} of ${env.name}: scratch targets only, the live data is not touched`,
       );
+      for (const a of backup.artifacts) job.entries.set(a.name, a);
       // Group the artifacts per service or mount, each on a node of the environment.
-      const plan: Array<{ task: JobTask; work: WireTask; artifacts: ArtifactEntry[] }> = [];
+      const groups: DrillGroup[] = [];
       const byName = new Map<string, ArtifactEntry[]>();
       for (const a of backup.artifacts) byName.set(a.service, [...(byName.get(a.service) ?? []), a]);
       for (const [name, arts] of byName) {
@@ -1257,64 +1293,87 @@ export class JobManager {
           for (const a of todo) fail(a.name, `no agent connected for node ${node}`);
           continue;
         }
-        // Bytes first: an artifact without a good copy anywhere cannot be drilled.
-        const good: ArtifactEntry[] = [];
-        for (const a of todo) {
-          job.abort.signal.throwIfAborted();
-          try {
-            job.sources.set(a.name, await this.pickSource(backup, a, job.abort.signal, log));
-            good.push(a);
-          } catch (err) {
-            if (!(err instanceof ArtifactCorruptError)) throw err;
-            fail(a.name, err.message);
-          }
-        }
-        if (good.length === 0) continue;
-        const task = this.addTask(job, { name, kind: svc?.kind ?? 'mount', node });
-        const base = {
-          taskId: task.taskId,
-          activityId: job.activity.id,
-          backupId: backup.id,
-          artifactSources: this.artifactSources(
-            job,
-            good.map((a) => a.name),
-          ),
-        };
-        const work: WireTask = mnt
-          ? { ...base, drillMount: { mount: mountSpec(mnt), artifact: toWire(good[0]!) } }
-          : { ...base, drillService: { service: serviceSpec(svc!), artifacts: good.map(toWire) } };
-        plan.push({ task, work, artifacts: good });
+        groups.push({ name, kind: svc?.kind ?? 'mount', node, svc, mnt, artifacts: todo });
       }
+      // Bytes: a drill applies nothing to live data, so an agent that checks each artifact's size and
+      // SHA-256 as it drills it reads the first copy straight, as a restore's first artifact; for an
+      // older agent the controller reads the artifacts first, 4 at once. An artifact without a good
+      // copy anywhere cannot be drilled.
+      const trusted = new Set<string>();
+      const early: ArtifactEntry[] = [];
+      for (const g of groups) {
+        const capable = this.agents.checksArtifactStream(g.node);
+        if (!capable) {
+          log(
+            'info',
+            `the agent on ${g.node} does not declare that it checks artifacts as it restores (an older release): the controller reads those of ${g.kind} ${g.name} first`,
+          );
+        }
+        for (const a of g.artifacts) {
+          const first = capable ? this.copyCandidates(backup, a, log)[0] : undefined;
+          if (first) {
+            job.sources.set(a.name, first);
+            trusted.add(a.name);
+          } else early.push(a); // pickSource says there is no copy
+        }
+      }
+      await this.pickSources(backup, early, job, log, (a, err) => fail(a.name, err.message));
+      const ready = drillSubset(groups, (a) => job.sources.has(a.name));
       log(
         'info',
-        `${plan.reduce((n, p) => n + p.artifacts.length, 0)} artifacts to drill on ${new Set(plan.map((p) => p.task.nodeId)).size} node(s)`,
+        `${ready.reduce((n, g) => n + g.artifacts.length, 0)} artifacts to drill on ${new Set(ready.map((g) => g.node)).size} node(s); ` +
+          `the agents check ${trusted.size} of them as they drill them, the controller read ${early.length} first`,
       );
-      const outcomes = await Promise.allSettled(
-        plan.map(({ task, work }) => {
-          log('info', `${task.kind} ${task.name}: drilling on ${task.nodeId}`);
-          return this.runTracked(job, task, work);
+      const drilled = await this.runDrillTasks(job, backup, ready, log);
+      // An artifact the agent checked did not restore: when the copy it read is bad, drill it again
+      // from a good one (as a restore does); else its error stands.
+      const suspects = ready.flatMap((g) =>
+        g.artifacts.filter((a) => {
+          const d = drilled.get(a.name);
+          return trusted.has(a.name) && typeof d === 'object' && d.error !== '';
         }),
       );
-      job.abort.signal.throwIfAborted();
-      for (const [i, o] of outcomes.entries()) {
-        const p = plan[i]!;
-        if (o.status === 'rejected') {
-          for (const a of p.artifacts) fail(a.name, errorMessage(o.reason));
+      if (suspects.length > 0) {
+        const used = new Map(suspects.map((a) => [a.name, job.sources.get(a.name)]));
+        await this.pickSources(backup, suspects, job, log, (a, err) => fail(a.name, err.message));
+        const again = new Set(
+          suspects.filter((a) => job.sources.has(a.name) && job.sources.get(a.name) !== used.get(a.name)),
+        );
+        for (const a of suspects) {
+          const d = drilled.get(a.name) as WireDrilledArtifact;
+          if (d.cleanupError) log('error', `${a.name}: ${d.cleanupError}`);
+          if (again.has(a))
+            log(
+              'warn',
+              `${a.name}: drilling again from "${job.sources.get(a.name)!.name}" after: ${d.error}`,
+            );
+        }
+        if (again.size > 0) {
+          const second = await this.runDrillTasks(
+            job,
+            backup,
+            drillSubset(ready, (a) => again.has(a)),
+            log,
+          );
+          for (const [name, d] of second) drilled.set(name, d);
+        }
+      }
+      for (const a of ready.flatMap((g) => g.artifacts)) {
+        if (results.has(a.name)) continue; // no good copy anywhere
+        const d = drilled.get(a.name);
+        if (typeof d === 'string') {
+          fail(a.name, d);
           continue;
         }
-        const drilled = new Map((o.value.drilled ?? []).map((d) => [d.name, d]));
-        for (const a of p.artifacts) {
-          const d = drilled.get(a.name);
-          const judged = judgeArtifact(a.name, a.stats, {
-            error: d ? d.error : 'the agent did not report this artifact',
-            observed: d ? statsFromWire(d.observed, a.kind) : undefined,
-          });
-          if (d?.cleanupError) {
-            judged.detail += `; scratch target not removed: ${d.cleanupError}`;
-            log('error', `${a.name}: ${d.cleanupError}`);
-          }
-          results.set(a.name, judged);
+        const judged = judgeArtifact(a.name, a.stats, {
+          error: d ? d.error : 'the agent did not report this artifact',
+          observed: d ? statsFromWire(d.observed, a.kind) : undefined,
+        });
+        if (d?.cleanupError) {
+          judged.detail += `; scratch target not removed: ${d.cleanupError}`;
+          log('error', `${a.name}: ${d.cleanupError}`);
         }
+        results.set(a.name, judged);
       }
     } catch (err) {
       const reason = errorMessage(err);
@@ -1369,6 +1428,54 @@ export class JobManager {
         : `drill failed: ${bad.map((a) => `${a.name}: ${a.detail}`).join('; ')}`,
     );
     return record;
+  }
+
+  /**
+   * Runs one drill task per group, all at once, and returns per artifact what its agent reported
+   * (undefined when it did not report it), or the error of its task.
+   *
+   * @throws the job's abort reason when the job was aborted meanwhile.
+   */
+  private async runDrillTasks(
+    job: RunningJob,
+    backup: BackupRecord,
+    groups: readonly DrillGroup[],
+    log: (level: 'info' | 'warn' | 'error', msg: string) => void,
+  ): Promise<Map<string, WireDrilledArtifact | string | undefined>> {
+    const plan = groups.map((g) => {
+      const task = this.addTask(job, g);
+      const base = {
+        taskId: task.taskId,
+        activityId: job.activity.id,
+        backupId: backup.id,
+        artifactSources: this.artifactSources(
+          job,
+          g.artifacts.map((a) => a.name),
+        ),
+      };
+      const work: WireTask = g.mnt
+        ? { ...base, drillMount: { mount: mountSpec(g.mnt), artifact: toWire(g.artifacts[0]!) } }
+        : { ...base, drillService: { service: serviceSpec(g.svc!), artifacts: g.artifacts.map(toWire) } };
+      return { g, task, work };
+    });
+    const outcomes = await Promise.allSettled(
+      plan.map(({ task, work }) => {
+        log('info', `${task.kind} ${task.name}: drilling on ${task.nodeId}`);
+        return this.runTracked(job, task, work);
+      }),
+    );
+    job.abort.signal.throwIfAborted();
+    const out = new Map<string, WireDrilledArtifact | string | undefined>();
+    for (const [i, o] of outcomes.entries()) {
+      const { g } = plan[i]!;
+      if (o.status === 'rejected') {
+        for (const a of g.artifacts) out.set(a.name, errorMessage(o.reason));
+        continue;
+      }
+      const drilled = new Map((o.value.drilled ?? []).map((d) => [d.name, d]));
+      for (const a of g.artifacts) out.set(a.name, drilled.get(a.name));
+    }
+    return out;
   }
 
   /**
@@ -1443,13 +1550,16 @@ export class JobManager {
    * {@link VERIFY_CONCURRENCY} artifacts at once (they are independent reads, and hashing one
    * leaves the disk or the network idle between chunks).
    *
-   * @throws ArtifactCorruptError for the first artifact without a good copy (the others stop).
+   * @param unusable when given (drills), an artifact without a good copy is handed to it and left
+   *   out of `job.sources`, and the others are still read; absent (restores), the first one stops all.
+   * @throws ArtifactCorruptError for the first artifact without a good copy (without `unusable`).
    */
   private async pickSources(
     backup: BackupRecord,
     artifacts: readonly ArtifactEntry[],
     job: RunningJob,
     log: (level: 'info' | 'warn' | 'error', msg: string) => void,
+    unusable?: (a: ArtifactEntry, err: ArtifactCorruptError) => void,
   ): Promise<void> {
     const stop = new AbortController();
     const signal = AbortSignal.any([job.abort.signal, stop.signal]);
@@ -1458,7 +1568,13 @@ export class JobManager {
       while (next < artifacts.length) {
         signal.throwIfAborted();
         const a = artifacts[next++]!;
-        job.sources.set(a.name, await this.pickSource(backup, a, signal, log));
+        try {
+          job.sources.set(a.name, await this.pickSource(backup, a, signal, log));
+        } catch (err) {
+          if (!unusable || !(err instanceof ArtifactCorruptError)) throw err;
+          job.sources.delete(a.name);
+          unusable(a, err);
+        }
       }
     };
     let failure: { err: unknown } | undefined;

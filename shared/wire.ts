@@ -215,7 +215,17 @@ export interface WireTask {
 }
 
 export type WireAgentMessage =
-  | { msg?: 'hello'; hello: { nodeId: string; version: string; hostname: string; runningTaskIds: string[] } }
+  | {
+      msg?: 'hello';
+      hello: {
+        nodeId: string;
+        version: string;
+        hostname: string;
+        runningTaskIds: string[];
+        /** See `Hello.checks_artifact_stream` in the proto; absent (false) from older agents. */
+        checksArtifactStream?: boolean;
+      };
+    }
   | { msg?: 'heartbeat'; heartbeat: { runningTasks: number; runningTaskIds: string[] } }
   | { msg?: 'progress'; progress: WireProgress }
   | {
