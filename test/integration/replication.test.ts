@@ -116,6 +116,13 @@ function s3Location(s3: TestS3, secretFile: string, name: string, prefix: string
   };
 }
 
+/** `backup:drill --format json`, the fields these tests read. */
+interface DrillJson {
+  result: string;
+  activity_id: string;
+  artifacts: Array<{ name: string; result: string; detail: string }>;
+}
+
 describe('replicated storage: local primary + S3 replica (s3rver)', function () {
   this.timeout(180_000);
   let work: string;
@@ -299,6 +306,40 @@ describe('replicated storage: local primary + S3 replica (s3rver)', function () 
     assert.equal(failed.code, 1, failed.stderr);
     assert.match(failed.stderr, /no good copy of files\/\S+ in any location: .*is corrupt.*missing/);
     assert.deepEqual(await treeFingerprint(tree), damaged);
+    const deleted = await cluster.cli(['backup:delete', id, '--yes']);
+    assert.equal(deleted.code, 0, deleted.stderr);
+  });
+
+  it('a drill leaves the check to the agent: an artifact whose primary copy is corrupt is drilled again from the replica, and errs with no good copy', async () => {
+    const made = await cluster.cli(['backup:create', '-e', 'app']);
+    assert.equal(made.code, 0, made.stderr);
+    const id = /Backup ID: (\w+)/.exec(made.stdout)![1]!;
+    const name = (await backup(id)).artifacts[0]!.name;
+    const file = path.join(repo, 'backups', id, name);
+    const corrupt = Buffer.from(await readFile(file));
+    corrupt[corrupt.length >> 1] = corrupt[corrupt.length >> 1]! ^ 0xff;
+    await writeFile(file, corrupt);
+    const drill = await cluster.json<DrillJson>(['backup:drill', id]);
+    assert.equal(drill.result, 'pass', JSON.stringify(drill));
+    const log = await cluster.cli(['activity:log', drill.activity_id]);
+    const text = log.stdout + log.stderr;
+    // Nothing was read before the drill: the agent's own check found the bad copy.
+    assert.match(text, /the agents check 1 of them as they drill them, the controller read 0 first/);
+    assert.match(text, /copy in "local" unusable: .*is corrupt.*; restoring from replica "offsite"/);
+    assert.match(text, /drilling again from "offsite" after: /);
+
+    await s3.admin((client) =>
+      client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: `envsnap/backups/${id}/${name}` })),
+    );
+    const failed = await cluster.cli(['backup:drill', id, '--format', 'json']);
+    assert.equal(failed.code, 1, failed.stderr);
+    const out = JSON.parse(failed.stdout) as DrillJson;
+    assert.equal(out.result, 'fail');
+    assert.equal(out.artifacts[0]!.result, 'error');
+    assert.match(
+      out.artifacts[0]!.detail,
+      /no good copy of files\/\S+ in any location: .*is corrupt.*missing/,
+    );
     const deleted = await cluster.cli(['backup:delete', id, '--yes']);
     assert.equal(deleted.code, 0, deleted.stderr);
   });
