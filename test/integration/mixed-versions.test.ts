@@ -1,7 +1,7 @@
 /**
- * Mixed releases (README, "Replicated storage"): a restore or drill leaves an artifact to the
- * agent's own SHA-256 check only when the agent says in its `hello` that it holds back its input's
- * end until that check passed (`Hello.checks_artifact_stream`). A controller process and a real
+ * Mixed releases (README, "Storage locations and replicas"): a restore or drill leaves an artifact
+ * to the agent's own SHA-256 check only when the agent says in its `hello` that it holds back its
+ * input's end until that check passed (`Hello.checks_artifact_stream`). A controller process and a real
  * agent make a backup; then the agent is stopped and a raw gRPC client, speaking the proto as an
  * agent of an older release would (its `hello` without the field), takes the node's place. Its
  * restores and drills get the controller's read of every artifact first: a corrupt artifact fails
