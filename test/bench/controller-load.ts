@@ -165,7 +165,14 @@ class SimulatedAgent {
     });
     call.on('error', () => undefined);
     call.write({
-      hello: { nodeId: this.nodeId, version: VERSION, hostname: this.nodeId, runningTaskIds: [] },
+      // As an agent of this release says it (else the controller warns once per connection).
+      hello: {
+        nodeId: this.nodeId,
+        version: VERSION,
+        hostname: this.nodeId,
+        runningTaskIds: [],
+        checksArtifactStream: true,
+      },
     });
   }
 
