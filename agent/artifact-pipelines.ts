@@ -42,8 +42,11 @@ export type RawSource =
 
 /**
  * Compresses raw bytes and uploads them as one artifact: dump tool -> compressor process (zstd on
- * every core, or pigz) -> SHA-256 -> controller. Nothing is held whole in memory; backpressure runs
- * from the controller's disk back to the dump tool.
+ * every core, or pigz) -> SHA-256 -> controller, or the locations the agent writes straight
+ * (`sinks`). When the only location is a local directory written straight, the compressor (or the
+ * encryptor after it) writes the artifact's file itself and the agent reads it back for the
+ * SHA-256 (ArtifactSinks.writeFromDescriptor): the stored bytes never pass through a pipe into the
+ * agent. Nothing is held whole in memory; backpressure runs from the storage back to the dump tool.
  *
  * The artifact's `rawBytes` is exact for zstd (its own count) and for a stream source (counted as
  * it passes); 0 (not known) for gzip from a tool, which writes past the agent.
@@ -83,46 +86,72 @@ export async function compressAndUpload(opts: {
 let compressing = 0;
 
 async function compress(opts: Parameters<typeof compressAndUpload>[0]): Promise<WireArtifact> {
-  const src = opts.source;
   const threads = opts.compression.zstdThreads === 0 ? threadShare(compressing) : undefined;
-  const comp = await startCompressor(opts.artifact.compression, opts.compression, opts.signal, threads);
-  let counted = 0;
-  let producer: Array<Promise<unknown>>;
-  let stopSource: () => void;
-  if ('start' in src) {
-    let tool: Awaited<ReturnType<typeof src.start>>;
-    try {
-      tool = await src.start(comp.child.stdin!);
-    } catch (err) {
-      comp.kill();
-      throw err;
-    }
-    producer = [tool.wait()];
-    stopSource = () => tool.kill();
-  } else {
-    src.stream.on('data', (chunk: Buffer) => {
-      counted += chunk.length;
-    });
-    producer = [src.done, pipeline(src.stream, comp.child.stdin!)];
-    stopSource = src.stop;
-  }
-  const raw = (): number => comp.rawBytes() ?? counted;
-  const enc = opts.encryption ? startEncryptor(opts.encryption, opts.signal) : undefined;
   const artifact = opts.encryption
     ? { ...opts.artifact, encryption: SCHEME, keyFingerprint: opts.encryption.fingerprint }
     : opts.artifact;
+  let counted = 0;
+  let rawBytes: () => number | undefined = () => undefined;
+  const raw = (): number => rawBytes() ?? counted;
+  const progress = { rawBytes: raw, onBytes: opts.onBytes, signal: opts.signal };
+  /**
+   * Runs source -> compressor (-> encryptor) with the last tool's stdout `output` (a file's
+   * descriptor, or a pipe handed to `consume`), until every part is done or one failed.
+   */
+  const run = async (output: number | 'pipe', consume?: (stored: Readable) => Promise<unknown>) => {
+    const src = opts.source;
+    const comp = await startCompressor(
+      opts.artifact.compression,
+      opts.compression,
+      opts.signal,
+      threads,
+      opts.encryption ? 'pipe' : output,
+    );
+    rawBytes = () => comp.rawBytes();
+    let producer: Array<Promise<unknown>>;
+    let stopSource: () => void;
+    if ('start' in src) {
+      let tool: Awaited<ReturnType<typeof src.start>>;
+      try {
+        tool = await src.start(comp.child.stdin!);
+      } catch (err) {
+        comp.kill();
+        throw err;
+      }
+      producer = [tool.wait()];
+      stopSource = () => tool.kill();
+    } else {
+      src.stream.on('data', (chunk: Buffer) => {
+        counted += chunk.length;
+      });
+      producer = [src.done, pipeline(src.stream, comp.child.stdin!)];
+      stopSource = src.stop;
+    }
+    const enc = opts.encryption ? startEncryptor(opts.encryption, opts.signal, output) : undefined;
+    const last = enc ?? comp;
+    await allOrFirstError(
+      [
+        ...producer,
+        comp.wait(),
+        ...(enc ? [pipeline(comp.child.stdout!, enc.child.stdin!), enc.wait()] : []),
+        ...(consume ? [consume(last.child.stdout!)] : []),
+      ],
+      () => {
+        stopSource();
+        comp.kill();
+        enc?.kill();
+      },
+    );
+  };
   let stored: UploadOutcome | undefined;
-  await allOrFirstError(
-    [
-      ...producer,
-      comp.wait(),
-      ...(enc ? [pipeline(comp.child.stdout!, enc.child.stdin!), enc.wait()] : []),
-      (opts.sinks
-        ? opts.sinks.write(artifact, (enc ?? comp).child.stdout!, {
-            rawBytes: raw,
-            onBytes: opts.onBytes,
-            signal: opts.signal,
-          })
+  const sinks = opts.sinks;
+  if (sinks?.takesDescriptor()) {
+    // One local location written straight: the last tool writes the file itself (see ArtifactSinks).
+    stored = await sinks.writeFromDescriptor(artifact, (fd) => run(fd), progress);
+  } else {
+    await run('pipe', async (output) => {
+      stored = await (sinks
+        ? sinks.write(artifact, output, progress)
         : uploadArtifact(
             opts.client,
             {
@@ -131,19 +160,11 @@ async function compress(opts: Parameters<typeof compressAndUpload>[0]): Promise<
               artifact,
               fencingToken: opts.fencingToken ?? 0,
             },
-            (enc ?? comp).child.stdout!,
-            { rawBytes: raw, onBytes: opts.onBytes, signal: opts.signal },
-          )
-      ).then((r) => {
-        stored = r;
-      }),
-    ],
-    () => {
-      stopSource();
-      comp.kill();
-      enc?.kill();
-    },
-  );
+            output,
+            progress,
+          ));
+    });
+  }
   return { ...artifact, sizeBytes: stored!.sizeBytes, sha256: stored!.sha256, rawBytes: raw() };
 }
 

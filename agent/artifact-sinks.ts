@@ -226,15 +226,7 @@ export class ArtifactSinks {
           // A local location skips its own hash: the tee computes the SHA-256 once.
           const put = await d.storage
             .put(key, input, { signal: opts.signal, skipDigest: true })
-            .catch((err: unknown) => {
-              // Under a dump lock, the controller discards an attempt's files when the lock moved on.
-              if (err instanceof UploadDiscardedError && this.task.fencingToken)
-                throw new StaleFencingTokenError(
-                  `${errorMessage(err)}: the controller discarded this attempt (fencing token ${this.task.fencingToken}): its dump lock moved on, or its backup ended`,
-                  { cause: err },
-                );
-              throw err;
-            });
+            .catch((err: unknown) => this.staleIfDiscarded(err));
           return {
             kind: 'direct',
             location: d.target.name,
@@ -272,6 +264,60 @@ export class ArtifactSinks {
       opts.signal,
     );
     return tee.digest;
+  }
+
+  /**
+   * The task's one location, when the stored bytes can go from the last tool's stdout straight into
+   * its file (`writeFromDescriptor`): a primary local location written straight, and no other
+   * location (a replica, or one through the controller, needs the bytes in this process: `write`).
+   */
+  takesDescriptor(): boolean {
+    return this.soleFile() !== undefined;
+  }
+
+  private soleFile(): { target: WireStorageTarget; storage: StorageBackend } | undefined {
+    if (this.viaController.length > 0 || this.direct.length !== 1) return undefined;
+    const d = this.direct[0]!;
+    return 'storage' in d && d.target.primary && d.storage.putFromDescriptor ? d : undefined;
+  }
+
+  /**
+   * Stores one artifact in the task's one location (see `takesDescriptor`) from what `fill` writes
+   * into the file's descriptor (LocalBackend.putFromDescriptor: the file is read back as it grows
+   * for its size and SHA-256), then commits it with the controller as `write` does.
+   *
+   * @throws Error when `takesDescriptor()` is false; StaleFencingTokenError when the controller
+   *   discarded the attempt's file; what `fill` rejects with.
+   */
+  async writeFromDescriptor(
+    artifact: Omit<WireArtifact, 'sizeBytes' | 'sha256' | 'rawBytes'>,
+    fill: (fd: number) => Promise<void>,
+    opts: { rawBytes: () => number; onBytes?: (n: number) => void; signal: AbortSignal },
+  ): Promise<UploadOutcome> {
+    const d = this.soleFile();
+    if (!d) throw new Error('writeFromDescriptor needs one primary local location written straight');
+    const key = attemptArtifactKey(this.task.backupId, artifact.name, this.task.fencingToken);
+    const put = await d.storage.putFromDescriptor!(key, fill, {
+      signal: opts.signal,
+      onBytes: opts.onBytes,
+    }).catch((err: unknown) => this.staleIfDiscarded(err));
+    const digest = { sizeBytes: put.sizeBytes, sha256: put.sha256 };
+    await this.commit(
+      { ...artifact, ...digest, rawBytes: opts.rawBytes() },
+      [{ location: d.target.name, ok: true, error: '', key, ...digest }],
+      opts.signal,
+    );
+    return digest;
+  }
+
+  /** Under a dump lock, the controller discards an attempt's files when the lock moved on: say so. */
+  private staleIfDiscarded(err: unknown): never {
+    if (err instanceof UploadDiscardedError && this.task.fencingToken)
+      throw new StaleFencingTokenError(
+        `${errorMessage(err)}: the controller discarded this attempt (fencing token ${this.task.fencingToken}): its dump lock moved on, or its backup ended`,
+        { cause: err },
+      );
+    throw err;
   }
 
   /** CommitArtifact: the controller checks the fencing token and each direct object, then records them. */

@@ -7,6 +7,9 @@ export type CompressionName = 'zstd' | 'gzip';
 
 const PIPES = ['pipe', 'pipe'] as const;
 
+/** The compressor's stdout: a pipe the agent reads, or a file's descriptor it writes itself. */
+export type CompressorOutput = 'pipe' | number;
+
 /** File name suffix for each compression. */
 export const SUFFIX: Record<CompressionName, string> = { zstd: '.zst', gzip: '.gz' };
 
@@ -46,6 +49,8 @@ const ZSTD_SUMMARY = /\(\s*(\d+) B =>\s*(\d+) B,/;
  *
  * @param threads compressor threads for this artifact, overriding `opts.zstdThreads` (zstd) and the
  *   core count (pigz); 0 or undefined: the configured default.
+ * @param output the compressor's stdout: `'pipe'` (`child.stdout`), or a file descriptor it writes
+ *   to (a storage file; `child.stdout` is then null).
  * @throws ToolMissingError naming the Debian package when the tool is absent.
  */
 export async function startCompressor(
@@ -53,14 +58,16 @@ export async function startCompressor(
   opts: CompressionOptions,
   signal?: AbortSignal,
   threads?: number,
+  output: CompressorOutput = 'pipe',
 ): Promise<Compressor> {
   const c = check(name);
+  const stdio = ['pipe', output] as const;
   if (c === 'zstd') {
     let raw: number | undefined;
     const proc = spawnTool('zstd', ['-vv', '-c', `-${opts.zstdLevel}`, `-T${threads || opts.zstdThreads}`], {
       signal,
       debianPackage: 'zstd',
-      stdio: PIPES,
+      stdio,
       onStderrLine: (line) => {
         const m = ZSTD_SUMMARY.exec(line);
         if (m) raw = Number(m[1]);
@@ -73,11 +80,11 @@ export async function startCompressor(
     const proc = spawnTool('pigz', ['-c', '-p', String(threads || Math.max(1, cpus().length))], {
       signal,
       debianPackage: 'pigz',
-      stdio: PIPES,
+      stdio,
     });
     return { ...proc, ...unknown };
   }
-  return { ...spawnTool('gzip', ['-c'], { signal, debianPackage: 'gzip', stdio: PIPES }), ...unknown };
+  return { ...spawnTool('gzip', ['-c'], { signal, debianPackage: 'gzip', stdio }), ...unknown };
 }
 
 /**

@@ -57,12 +57,20 @@ export function fingerprintOf(recipient: string): string {
   return createHash('sha256').update(recipient).digest('hex').slice(0, 16);
 }
 
-/** `age -e -r RECIPIENT`: plaintext on stdin, age file on stdout. */
-export function startEncryptor(key: EncryptionKey, signal?: AbortSignal): ToolProcess {
+/**
+ * `age -e -r RECIPIENT`: plaintext on stdin, age file on stdout.
+ *
+ * @param output stdout: `'pipe'` (`child.stdout`), or a file descriptor age writes to (a storage file).
+ */
+export function startEncryptor(
+  key: EncryptionKey,
+  signal?: AbortSignal,
+  output: 'pipe' | number = 'pipe',
+): ToolProcess {
   return spawnTool('age', ['-e', '-r', key.recipient], {
     signal,
     debianPackage: 'age',
-    stdio: ['pipe', 'pipe'],
+    stdio: ['pipe', output],
   });
 }
 

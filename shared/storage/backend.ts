@@ -37,6 +37,16 @@ export interface StorageBackend {
    * empty instead of hashing them again.
    */
   put(key: string, data: Readable, opts?: { signal?: AbortSignal; skipDigest?: boolean }): Promise<PutResult>;
+  /**
+   * Optional (local directories): stores, atomically like `put`, what `fill`
+   * writes into a file descriptor it hands to a process as its stdout; resolves
+   * with the size and SHA-256 of the stored bytes. See LocalBackend.
+   */
+  putFromDescriptor?(
+    key: string,
+    fill: (fd: number) => Promise<void>,
+    opts?: { signal?: AbortSignal; onBytes?: (n: number) => void },
+  ): Promise<PutResult>;
   get(key: string): Promise<Readable>;
   stat(key: string): Promise<{ sizeBytes: number } | undefined>;
   list(prefix: string): Promise<string[]>;

@@ -4,6 +4,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 
 import { dirname, join, relative, sep } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { NotFoundError, UploadDiscardedError } from '../errors.js';
 import type { PutResult, StorageBackend } from './backend.js';
 import { checkKey } from './keys.js';
@@ -66,27 +67,98 @@ export class LocalBackend implements StorageBackend {
     data: Readable,
     opts?: { signal?: AbortSignal; skipDigest?: boolean },
   ): Promise<PutResult> {
+    const hash = opts?.skipDigest ? undefined : createHash('sha256');
+    return this.store(key, async (fh, flusher) => {
+      let size = 0;
+      const meter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          hash?.update(chunk);
+          size += chunk.length;
+          flusher.wrote(size);
+          cb(null, chunk);
+        },
+      });
+      // By descriptor: a FileHandle's own stream with autoClose off keeps it from closing.
+      const out = createWriteStream('', { fd: fh.fd, autoClose: false });
+      await pipeline(data, meter, out, { signal: opts?.signal });
+      return { sizeBytes: size, sha256: hash ? hash.digest('hex') : '' };
+    });
+  }
+
+  /**
+   * Stores under `key`, atomically like `put`, what `fill` writes into a file descriptor: `fill`
+   * hands it to a process as its stdout (the compressor of an agent that writes this location
+   * straight), so the bytes go from that process to the file without passing through this one.
+   * `fill` resolves once the writer is done (the process exited); the descriptor stays open until
+   * then and is closed here. Meanwhile the file is read back as it grows, in 1 MiB reads from the
+   * page cache, for its size and SHA-256 and to flush it to disk as it grows (as `put` does).
+   *
+   * Measured on the 806 MB benchmark mount (286 MB stored, 2 cores): 0.5 s of this process's CPU
+   * against 1.8-2.0 s for the same bytes read from the compressor's stdout and written with `put`
+   * (about 10,000 socket reads of 30 KB, a stream chunk and a thread-pool write each).
+   *
+   * @param opts.onBytes called with the bytes stored so far, as they are read back (progress).
+   * @throws what `fill` rejects with, after the temporary file is removed; UploadDiscardedError as `put`.
+   */
+  async putFromDescriptor(
+    key: string,
+    fill: (fd: number) => Promise<void>,
+    opts?: { signal?: AbortSignal; onBytes?: (n: number) => void },
+  ): Promise<PutResult> {
+    return this.store(key, async (fh, flusher) => {
+      let filled = false;
+      const filling = fill(fh.fd).then(() => {
+        filled = true;
+      });
+      // Its failure is thrown below (finally); never an unhandled rejection while a read is awaited.
+      filling.catch(() => undefined);
+      try {
+        const hash = createHash('sha256');
+        const buf = Buffer.allocUnsafe(READ_BACK_BYTES);
+        let size = 0;
+        for (;;) {
+          opts?.signal?.throwIfAborted();
+          // Whether the writer was done before this read: then a short read is the end of the file.
+          const done = filled;
+          const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+          if (bytesRead > 0) {
+            hash.update(buf.subarray(0, bytesRead));
+            size += bytesRead;
+            flusher.wrote(size);
+            opts?.onBytes?.(size);
+          } else if (done) {
+            return { sizeBytes: size, sha256: hash.digest('hex') };
+          } else {
+            await Promise.race([filling, delay(READ_BACK_WAIT_MS)]);
+          }
+        }
+      } finally {
+        // Settled either way before the descriptor closes; its failure is what the caller sees.
+        await filling;
+      }
+    });
+  }
+
+  /**
+   * The atomic write both `put` and `putFromDescriptor` use: `write` fills `root/.tmp/<random>`
+   * through `fh`, which is then flushed, renamed into place and its directory flushed; a failure
+   * removes the temporary file.
+   */
+  private async store(
+    key: string,
+    write: (fh: FileHandle, flusher: Flusher) => Promise<PutResult>,
+  ): Promise<PutResult> {
     const target = this.path(key);
     const tmp = join(this.root, TMP_DIR, tmpName(key));
-    const hash = opts?.skipDigest ? undefined : createHash('sha256');
-    let size = 0;
     const flusher = new Flusher();
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash?.update(chunk);
-        size += chunk.length;
-        flusher.wrote(size);
-        cb(null, chunk);
-      },
-    });
+    let result: PutResult;
     try {
       await mkdir(join(this.root, TMP_DIR), { recursive: true, mode: 0o700 });
-      const fh = await open(tmp, 'w', 0o600);
+      // Read and write: putFromDescriptor reads the file back as it grows.
+      const fh = await open(tmp, 'w+', 0o600);
       try {
         flusher.file = fh;
-        // By descriptor: a FileHandle's own stream with autoClose off keeps it from closing.
-        const out = createWriteStream('', { fd: fh.fd, autoClose: false });
-        await pipeline(data, meter, out, { signal: opts?.signal });
+        result = await write(fh, flusher);
         await flusher.settled();
         await fh.sync();
       } finally {
@@ -114,7 +186,7 @@ export class LocalBackend implements StorageBackend {
       await unlink(tmp).catch(() => undefined);
       throw err;
     }
-    return { sizeBytes: size, sha256: hash ? hash.digest('hex') : '' };
+    return result;
   }
 
   async get(key: string): Promise<Readable> {
@@ -188,6 +260,11 @@ export class LocalBackend implements StorageBackend {
     // Nothing is held open between calls.
   }
 }
+
+/** Bytes per read when `putFromDescriptor` reads a file back as it grows. */
+const READ_BACK_BYTES = 1024 * 1024;
+/** How long `putFromDescriptor` waits at the end of a growing file before it reads again, in milliseconds. */
+const READ_BACK_WAIT_MS = 10;
 
 /** Bytes written to an object's file between two background flushes (see {@link Flusher}). */
 const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;

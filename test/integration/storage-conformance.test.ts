@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -134,4 +136,48 @@ storageConformance('local', async () => {
     cleanup: () => rm(dir, { recursive: true, force: true }),
     leftovers: () => readdir(join(root, '.tmp')),
   };
+});
+
+describe('local location: putFromDescriptor (a tool writes the file itself)', () => {
+  let dir: string;
+  let backend: LocalBackend;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'envsnap-local-fd-'));
+    backend = await LocalBackend.open('local', join(dir, 'repo'));
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it('stores what a process writes to its stdout, with the size and SHA-256 read back as it grew', async () => {
+    // 12 MiB from a real process, slowly enough that the file is read back while it grows.
+    const script = 'for i in $(seq 1 12); do head -c 1048576 /dev/zero | tr "\\0" "x"; sleep 0.02; done';
+    const seen: number[] = [];
+    const r = await backend.putFromDescriptor(
+      'backups/a/m/files.tar.zst',
+      async (fd) => {
+        const child = spawn('bash', ['-c', script], { stdio: ['ignore', fd, 'inherit'] });
+        const [code] = (await once(child, 'exit')) as [number];
+        assert.equal(code, 0);
+      },
+      { onBytes: (n) => seen.push(n) },
+    );
+    const expected = Buffer.alloc(12 * 1024 * 1024, 'x');
+    assert.deepEqual(r, {
+      sizeBytes: expected.length,
+      sha256: createHash('sha256').update(expected).digest('hex'),
+    });
+    assert.deepEqual(await readAll(await backend.get('backups/a/m/files.tar.zst')), expected);
+    assert.ok(seen.length > 1 && seen.at(-1) === expected.length, `progress: ${seen.join(',')}`);
+    assert.deepEqual(await readdir(join(dir, 'repo', '.tmp')), []);
+  });
+
+  it("a writer's failure leaves nothing behind and is what put rejects with", async () => {
+    const p = backend.putFromDescriptor('backups/f/m/x', async (fd) => {
+      const child = spawn('bash', ['-c', 'echo partial; exit 3'], { stdio: ['ignore', fd, 'inherit'] });
+      await once(child, 'exit');
+      throw new Error('the compressor failed');
+    });
+    await assert.rejects(p, /the compressor failed/);
+    assert.equal(await backend.stat('backups/f/m/x'), undefined);
+    assert.deepEqual(await readdir(join(dir, 'repo', '.tmp')), []);
+  });
 });
