@@ -25,7 +25,8 @@
  *   the role the agent connects as gets its backed-up password back too.
  * - a database, safely (issue 5): the live database is not touched until the backup is loaded.
  *   1. A leftover `<db>__envsnap_staging` (from a restore that was killed) is dropped
- *      (`DROP DATABASE IF EXISTS ... WITH (FORCE)`, PostgreSQL 13+, which ends sessions on it).
+ *      (`DROP DATABASE IF EXISTS ... WITH (FORCE)`, PostgreSQL 13+, which ends sessions on it),
+ *      by the psql of step 2 before it reads the script.
  *   2. `pg_restore --create --file=-` turns the archive (read from stdin) into a SQL script, which
  *      streams through {@link rewritePgScriptToStaging} (it points the `CREATE DATABASE`, the
  *      database's properties, comment and grants, and the `\connect`s at the staging name) into
@@ -97,15 +98,24 @@ export const PG_SWAP_ATTEMPTS = 5;
 const STEADY_TIMEOUT_MS = 10 * 60_000;
 
 /**
- * psql script: drops the database named by psql variable `variable` if it exists, ending other
- * sessions on it on PostgreSQL 13+ (`WITH (FORCE)`). Runs outside a transaction block.
+ * psql script: drops the database named by the SQL text expression `name` (e.g. `:'db'`, a psql
+ * variable) if it exists, ending other sessions on it on PostgreSQL 13+ (`WITH (FORCE)`). Runs
+ * outside a transaction block.
  */
-function dropIfExistsSql(variable: string): string {
+function dropIfExistsSql(name: string): string {
   return `SELECT CASE WHEN current_setting('server_version_num')::int >= 130000
-  THEN format('DROP DATABASE IF EXISTS %I WITH (FORCE)', :'${variable}')
-  ELSE format('DROP DATABASE IF EXISTS %I', :'${variable}') END
+  THEN format('DROP DATABASE IF EXISTS %I WITH (FORCE)', ${name})
+  ELSE format('DROP DATABASE IF EXISTS %I', ${name}) END
 \\gexec
 `;
+}
+
+/**
+ * A database name as an SQL text expression that needs no quoting and no psql variable: its UTF-8
+ * bytes in hex, decoded by the server.
+ */
+function nameExpression(name: string): string {
+  return `convert_from(decode('${Buffer.from(name, 'utf8').toString('hex')}', 'hex'), 'UTF8')`;
 }
 
 /** What the swap prints (its own line) when the live database existed and became `pre`. */
@@ -119,7 +129,7 @@ const SWAP_EXISTED_MARK = 'envsnap-swap-existed';
  * it to `pre` and the staging one to `db`. `ALTER DATABASE ... RENAME` waits up to 5 s for
  * terminated sessions to exit.
  */
-const SWAP_SQL = `${dropIfExistsSql('pre')}BEGIN;
+const SWAP_SQL = `${dropIfExistsSql(":'pre'")}BEGIN;
 SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity
   WHERE datname IN (:'db', :'staging') AND pid <> pg_catalog.pg_backend_pid();
 SELECT '${SWAP_EXISTED_MARK}' WHERE EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = :'db');
@@ -132,7 +142,7 @@ COMMIT;
 `;
 
 /** Drops `:db` (a psql variable) if it exists, ending other sessions on PostgreSQL 13+. */
-const DROP_DATABASE_SQL = dropIfExistsSql('db');
+const DROP_DATABASE_SQL = dropIfExistsSql(":'db'");
 
 /** The engine for services of kind `postgresql`. */
 export class PostgresqlEngine implements Engine {
@@ -203,7 +213,6 @@ export class PostgresqlEngine implements Engine {
     const pre = preRestoreName(db, POSTGRES_NAME_LIMIT);
     const maintenance = maintenanceDatabase(db);
     try {
-      await this.dropDatabase(service, staging, maintenance, ctx.signal);
       await this.load(service, db, staging, maintenance, input, ctx);
       ctx.signal.throwIfAborted();
       // From here on the work is short and runs to its end: it is not tied to the task's signal.
@@ -243,7 +252,7 @@ export class PostgresqlEngine implements Engine {
     return names;
   }
 
-  /** Step 2 of a database restore: pg_restore's script, rewritten to `staging`, into psql. */
+  /** Steps 1 and 2 of a database restore: pg_restore's script, rewritten to `staging`, into psql. */
   private async load(
     service: ServiceTarget,
     db: string,
@@ -271,6 +280,9 @@ export class PostgresqlEngine implements Engine {
       script.kill();
       psql.kill();
     };
+    // Step 1, in the loading session (one tool start and connection less): a leftover staging
+    // database goes first. psql runs it before the script that follows on its stdin.
+    psqlIn.write(dropIfExistsSql(nameExpression(staging)));
     // Any failure stops both tools, so that psql never commits a script cut short.
     const rewritten = pipeline(scriptOut, rewritePgScriptToStaging(db, staging), psqlIn).catch(
       (err: unknown) => {
