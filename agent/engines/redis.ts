@@ -6,7 +6,7 @@
  * database at one instant, functions included, without pausing clients (Redis manual, "Redis
  * persistence" and `redis-cli --rdb`). Needs the SYNC permission when ACLs are on. The unit is the
  * whole server (`dump.rdb`, format `rdb`); the config's `databases` list does not apply.
- * The RDB is written to a file in the task's work directory and streamed from there, then deleted:
+ * The RDB is written to a file in the task's work directory and streamed from there as it grows, then deleted:
  * `redis-cli --rdb -` (stdout) of Redis 7.0 leaves the 40-byte end-of-transfer mark of a diskless
  * sync at the end of its output, because it trims that mark with ftruncate(), which fails on a pipe
  * (checked with redis-cli 7.0.15: 236 bytes on stdout for a 196-byte RDB). A server with diskless
