@@ -286,6 +286,9 @@ const RDB_EOF_MARK_BYTES = 40;
 /** How often a growing RDB file is looked at while redis-cli writes it, milliseconds. */
 const FOLLOW_POLL_MS = 10;
 
+/** A read of a growing RDB file shorter than this waits {@link FOLLOW_POLL_MS} before the next one. */
+const FOLLOW_MIN_CHUNK_BYTES = 256 * 1024;
+
 /**
  * The bytes of the RDB file `redis-cli --rdb FILE` writes, read while it grows: what is there is
  * passed on, except the last {@link RDB_EOF_MARK_BYTES} bytes, until redis-cli has exited
@@ -341,6 +344,8 @@ export async function* followRdbFile(
         const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos);
         pos += bytesRead;
         yield chunk.subarray(0, bytesRead);
+        // Behind a slow transfer, wait for more rather than chase it a few kilobytes at a time.
+        if (!last && bytesRead < FOLLOW_MIN_CHUNK_BYTES) await pause();
       } else if (last) return;
       else await pause();
     }
