@@ -453,8 +453,10 @@ export class TaskRunner {
             ctx.signal.throwIfAborted();
             const name = `${spec.name}/${unit.fileName}${SUFFIX[compression as CompressionName]}`;
             const report = this.progress(task, name);
-            // Drill stats: next to the dump, or (PostgreSQL) in the snapshot the dump is given.
-            const collecting = await startStats(
+            // Drill stats: next to the dump, or (PostgreSQL) in the snapshot the dump is given. They
+            // start while the compressor does; the dump tool starts once they have (PostgreSQL's
+            // snapshot is exported, Redis's key counts read). startStats never rejects.
+            const collecting = startStats(
               service,
               unit,
               {
@@ -464,7 +466,7 @@ export class TaskRunner {
               ctx,
             );
             const endStats = async (err: unknown): Promise<never> => {
-              await collecting.finish();
+              await (await collecting).finish();
               throw err;
             };
             const artifact = await compressAndUpload({
@@ -481,14 +483,14 @@ export class TaskRunner {
                 format: unit.format,
                 compression,
               },
-              source: { start: (into) => engine.dump(service, collecting.unit, ctx, into) },
+              source: { start: async (into) => engine.dump(service, (await collecting).unit, ctx, into) },
               compression: this.compression,
               encryption: this.encryption,
               signal: ctx.signal,
               onBytes: (n) => report(n),
               sinks,
             }).catch(endStats);
-            const stats = await collecting.finish();
+            const stats = await (await collecting).finish();
             if (stats) artifact.stats = stats;
             report(artifact.sizeBytes, true);
             this.metrics.bytesWritten.inc({ kind: spec.kind }, artifact.sizeBytes);

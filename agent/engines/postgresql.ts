@@ -25,7 +25,8 @@
  *   the role the agent connects as gets its backed-up password back too.
  * - a database, safely (issue 5): the live database is not touched until the backup is loaded.
  *   1. A leftover `<db>__envsnap_staging` (from a restore that was killed) is dropped
- *      (`DROP DATABASE IF EXISTS ... WITH (FORCE)`, PostgreSQL 13+, which ends sessions on it).
+ *      (`DROP DATABASE IF EXISTS ... WITH (FORCE)`, PostgreSQL 13+, which ends sessions on it),
+ *      by the psql of step 2 before it reads the script.
  *   2. `pg_restore --create --file=-` turns the archive (read from stdin) into a SQL script, which
  *      streams through {@link rewritePgScriptToStaging} (it points the `CREATE DATABASE`, the
  *      database's properties, comment and grants, and the `\connect`s at the staging name) into
@@ -97,13 +98,41 @@ export const PG_SWAP_ATTEMPTS = 5;
 const STEADY_TIMEOUT_MS = 10 * 60_000;
 
 /**
- * The swap, in one transaction (psql variables `db`, `staging`, `pre`): ends the sessions on the
- * live and the staging database, renames the live one (if it exists) to `pre` and the staging one
- * to `db`. `ALTER DATABASE ... RENAME` waits up to 5 s for terminated sessions to exit.
+ * psql script: drops the database named by the SQL text expression `name` (e.g. `:'db'`, a psql
+ * variable) if it exists, ending other sessions on it on PostgreSQL 13+ (`WITH (FORCE)`). Runs
+ * outside a transaction block.
  */
-const SWAP_SQL = `BEGIN;
+function dropIfExistsSql(name: string): string {
+  return `SELECT CASE WHEN current_setting('server_version_num')::int >= 130000
+  THEN format('DROP DATABASE IF EXISTS %I WITH (FORCE)', ${name})
+  ELSE format('DROP DATABASE IF EXISTS %I', ${name}) END
+\\gexec
+`;
+}
+
+/**
+ * A database name as an SQL text expression that needs no quoting and no psql variable: its UTF-8
+ * bytes in hex, decoded by the server.
+ */
+function nameExpression(name: string): string {
+  return `convert_from(decode('${Buffer.from(name, 'utf8').toString('hex')}', 'hex'), 'UTF8')`;
+}
+
+/** What the swap prints (its own line) when the live database existed and became `pre`. */
+const SWAP_EXISTED_MARK = 'envsnap-swap-existed';
+
+/**
+ * The swap (psql variables `db`, `staging`, `pre`), in one psql session so that it costs one tool
+ * start and one connection: first drops an older `pre` (`DROP DATABASE` runs outside a transaction
+ * block; `IF EXISTS`, so a retry does nothing), then, in one transaction, ends the sessions on the
+ * live and the staging database, prints {@link SWAP_EXISTED_MARK} when the live one exists, renames
+ * it to `pre` and the staging one to `db`. `ALTER DATABASE ... RENAME` waits up to 5 s for
+ * terminated sessions to exit.
+ */
+const SWAP_SQL = `${dropIfExistsSql(":'pre'")}BEGIN;
 SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity
   WHERE datname IN (:'db', :'staging') AND pid <> pg_catalog.pg_backend_pid();
+SELECT '${SWAP_EXISTED_MARK}' WHERE EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = :'db');
 SELECT format('ALTER DATABASE %I RENAME TO %I', :'db', :'pre')
   WHERE EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = :'db')
 \\gexec
@@ -113,11 +142,7 @@ COMMIT;
 `;
 
 /** Drops `:db` (a psql variable) if it exists, ending other sessions on PostgreSQL 13+. */
-const DROP_DATABASE_SQL = `SELECT CASE WHEN current_setting('server_version_num')::int >= 130000
-  THEN format('DROP DATABASE IF EXISTS %I WITH (FORCE)', :'db')
-  ELSE format('DROP DATABASE IF EXISTS %I', :'db') END
-\\gexec
-`;
+const DROP_DATABASE_SQL = dropIfExistsSql(":'db'");
 
 /** The engine for services of kind `postgresql`. */
 export class PostgresqlEngine implements Engine {
@@ -188,12 +213,10 @@ export class PostgresqlEngine implements Engine {
     const pre = preRestoreName(db, POSTGRES_NAME_LIMIT);
     const maintenance = maintenanceDatabase(db);
     try {
-      await this.dropDatabase(service, staging, maintenance, ctx.signal);
       await this.load(service, db, staging, maintenance, input, ctx);
       ctx.signal.throwIfAborted();
       // From here on the work is short and runs to its end: it is not tied to the task's signal.
       const steady = AbortSignal.timeout(STEADY_TIMEOUT_MS);
-      await this.dropDatabase(service, pre, maintenance, steady);
       const existed = await this.swap(service, db, staging, pre, maintenance, steady);
       ctx.log(
         existed
@@ -229,7 +252,7 @@ export class PostgresqlEngine implements Engine {
     return names;
   }
 
-  /** Step 2 of a database restore: pg_restore's script, rewritten to `staging`, into psql. */
+  /** Steps 1 and 2 of a database restore: pg_restore's script, rewritten to `staging`, into psql. */
   private async load(
     service: ServiceTarget,
     db: string,
@@ -257,6 +280,9 @@ export class PostgresqlEngine implements Engine {
       script.kill();
       psql.kill();
     };
+    // Step 1, in the loading session (one tool start and connection less): a leftover staging
+    // database goes first. psql runs it before the script that follows on its stdin.
+    psqlIn.write(dropIfExistsSql(nameExpression(staging)));
     // Any failure stops both tools, so that psql never commits a script cut short.
     const rewritten = pipeline(scriptOut, rewritePgScriptToStaging(db, staging), psqlIn).catch(
       (err: unknown) => {
@@ -295,8 +321,9 @@ export class PostgresqlEngine implements Engine {
   }
 
   /**
-   * Step 3: the swap transaction, retried while a session slips in between terminate and rename.
-   * Resolves with whether a live database existed (and is now the pre-restore copy).
+   * Step 3: the older pre-restore copy dropped and the swap transaction ({@link SWAP_SQL}), retried
+   * while a session slips in between terminate and rename. Resolves with whether a live database
+   * existed (and is now the pre-restore copy).
    */
   private async swap(
     service: ServiceTarget,
@@ -306,14 +333,15 @@ export class PostgresqlEngine implements Engine {
     maintenance: string,
     signal: AbortSignal,
   ): Promise<boolean> {
-    const existed = (await this.queryDatabases(service, ALL_DATABASES_SQL, { signal })).includes(db);
     for (let attempt = 1; ; attempt++) {
       try {
-        await runTool(
+        const out = await runTool(
           'psql',
           [
             '-X',
             '-q',
+            '-A',
+            '-t',
             '--no-password',
             '-v',
             'ON_ERROR_STOP=1',
@@ -327,7 +355,7 @@ export class PostgresqlEngine implements Engine {
           ],
           { env: pgEnv(service), input: SWAP_SQL, signal, debianPackage: DEBIAN_PACKAGE },
         );
-        return existed;
+        return out.split('\n').includes(SWAP_EXISTED_MARK);
       } catch (err) {
         if (attempt >= PG_SWAP_ATTEMPTS || !/being accessed by other users/.test(errorMessage(err)))
           throw err;

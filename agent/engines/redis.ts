@@ -6,7 +6,7 @@
  * database at one instant, functions included, without pausing clients (Redis manual, "Redis
  * persistence" and `redis-cli --rdb`). Needs the SYNC permission when ACLs are on. The unit is the
  * whole server (`dump.rdb`, format `rdb`); the config's `databases` list does not apply.
- * The RDB is written to a file in the task's work directory and streamed from there, then deleted:
+ * The RDB is written to a file in the task's work directory and streamed from there as it grows, then deleted:
  * `redis-cli --rdb -` (stdout) of Redis 7.0 leaves the 40-byte end-of-transfer mark of a diskless
  * sync at the end of its output, because it trims that mark with ftruncate(), which fails on a pipe
  * (checked with redis-cli 7.0.15: 236 bytes on stdout for a 196-byte RDB). A server with diskless
@@ -67,11 +67,11 @@
  * (the temporary server does not load modules).
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream, existsSync } from 'node:fs';
+import { mkdtemp, open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 
 import { Redis, type RedisOptions } from 'ioredis';
@@ -118,8 +118,9 @@ export class RedisEngine implements Engine {
   }
 
   /**
-   * `redis-cli --rdb` into a file in the task's work directory, then that file: as `stdout`, or
-   * written into `into` (see Engine.dump). The file is removed when it has been read. Not
+   * `redis-cli --rdb` into a file in the task's work directory, and that file read as it grows
+   * ({@link followRdbFile}): as `stdout`, or written into `into` (see Engine.dump), so that the
+   * compressor works while the RDB still arrives. The file is removed when it has been read. Not
    * `--rdb -`: redis-cli 7.0 then also writes the 40-byte end marker of a diskless transfer to
    * stdout, after the RDB (it truncates it only from a file).
    */
@@ -134,33 +135,46 @@ export class RedisEngine implements Engine {
     let dir: string | undefined;
     const removeDir = (): Promise<void> =>
       dir ? rm(dir, { recursive: true, force: true }) : Promise.resolve();
-    let file: string;
+    let cli: ToolProcess;
     try {
       dir = await mkdtemp(join(ctx.workDir, 'redis-dump-'));
-      file = join(dir, 'dump.rdb');
-      const cli = spawnTool('redis-cli', [...cliConnectionArgs(service.connection), '--rdb', file], {
-        env: { REDISCLI_AUTH: service.connection.password },
-        stdio: ['ignore', 'ignore'],
-        signal: ctx.signal,
-        debianPackage: CLI_PACKAGE,
-      });
-      await cli.wait();
+      cli = spawnTool(
+        'redis-cli',
+        [...cliConnectionArgs(service.connection), '--rdb', join(dir, 'dump.rdb')],
+        {
+          env: { REDISCLI_AUTH: service.connection.password },
+          stdio: ['ignore', 'ignore'],
+          signal: ctx.signal,
+          debianPackage: CLI_PACKAGE,
+        },
+      );
     } catch (err) {
       into?.destroy(); // the engine owns `into`
       await removeDir();
       throw err;
     }
-    const stdout = createReadStream(file, { highWaterMark: 1024 * 1024 });
+    const stdout = Readable.from(followRdbFile(join(dir, 'dump.rdb'), cli.wait(), ctx.signal), {
+      objectMode: false,
+    });
     const onAbort = (): void => {
       stdout.destroy(new TaskAbortedError('redis dump was stopped'));
     };
     ctx.signal.addEventListener('abort', onAbort, { once: true });
-    const done = (into ? pipeline(stdout, into) : finished(stdout)).finally(async () => {
-      ctx.signal.removeEventListener('abort', onAbort);
-      await removeDir();
-    });
+    const streamed = into ? pipeline(stdout, into) : finished(stdout);
+    streamed.catch(() => {});
+    // redis-cli's failure fails the dump at once, also when nobody reads `stdout`.
+    const done = Promise.all([cli.wait(), streamed])
+      .then(() => undefined)
+      .finally(async () => {
+        ctx.signal.removeEventListener('abort', onAbort);
+        stdout.destroy();
+        cli.kill();
+        await cli.wait().catch(() => undefined);
+        await removeDir();
+      });
     done.catch(() => {});
     const kill = (): void => {
+      cli.kill();
       stdout.destroy();
       into?.destroy();
     };
@@ -264,6 +278,80 @@ interface WatchdogOptions {
   detachScript: string;
   /** The target's password, for that script's redis-cli (REDISCLI_AUTH in the watchdog's environment). */
   targetPassword: string | undefined;
+}
+
+/** Bytes of the end-of-transfer mark of a diskless sync, which redis-cli truncates off its file at the end. */
+const RDB_EOF_MARK_BYTES = 40;
+
+/** How often a growing RDB file is looked at while redis-cli writes it, milliseconds. */
+const FOLLOW_POLL_MS = 10;
+
+/** A read of a growing RDB file shorter than this waits {@link FOLLOW_POLL_MS} before the next one. */
+const FOLLOW_MIN_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * The bytes of the RDB file `redis-cli --rdb FILE` writes, read while it grows: what is there is
+ * passed on, except the last {@link RDB_EOF_MARK_BYTES} bytes, until redis-cli has exited
+ * (`exited` settled); then the rest, up to the file's final size. redis-cli writes the file from
+ * the start, in order, and at the end only truncates the end-of-transfer mark of a diskless sync
+ * (40 bytes) off it; so no byte passed on is ever rewritten or cut off.
+ *
+ * @throws redis-cli's own failure (`exited` rejected: ToolFailedError), TaskAbortedError.
+ */
+export async function* followRdbFile(
+  file: string,
+  exited: Promise<unknown>,
+  signal: AbortSignal,
+): AsyncGenerator<Buffer> {
+  let ended = false;
+  const settled = exited.then(
+    () => {
+      ended = true;
+    },
+    (err: unknown) => {
+      ended = true;
+      throw err;
+    },
+  );
+  settled.catch(() => undefined);
+  const pause = () =>
+    Promise.race([
+      new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS)),
+      settled.catch(() => undefined),
+    ]);
+  let fh: FileHandle | undefined;
+  let pos = 0;
+  try {
+    for (;;) {
+      if (signal.aborted) throw new TaskAbortedError('redis dump was stopped');
+      // Read before the file: once redis-cli has exited, the size read after is the final one.
+      const last = ended;
+      if (last) await settled; // throws redis-cli's failure
+      if (!fh) {
+        fh = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT' || last) throw err;
+          return undefined;
+        });
+        if (!fh) {
+          await pause();
+          continue;
+        }
+      }
+      const size = (await fh.stat()).size;
+      const readable = (last ? size : size - RDB_EOF_MARK_BYTES) - pos;
+      if (readable > 0) {
+        const chunk = Buffer.allocUnsafe(Math.min(readable, 1024 * 1024));
+        const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos);
+        pos += bytesRead;
+        yield chunk.subarray(0, bytesRead);
+        // Behind a slow transfer, wait for more rather than chase it a few kilobytes at a time.
+        if (!last && bytesRead < FOLLOW_MIN_CHUNK_BYTES) await pause();
+      } else if (last) return;
+      else await pause();
+    }
+  } finally {
+    await fh?.close();
+  }
 }
 
 /** Starts redis-server on the RDB in `dir`, retrying on a port taken between probe and bind. */

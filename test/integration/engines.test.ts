@@ -448,8 +448,14 @@ describe('engines', function () {
         ...service(source),
         connection: { ...service(source).connection, password: 'wr0ng-pw' },
       };
+      // The dump starts at once and fails as redis-cli does (while the RDB file is read as it grows).
+      const run = await engineFor('redis').dump(
+        wrong,
+        { database: '', format: 'rdb', fileName: 'dump.rdb' },
+        ctx,
+      );
       await assert.rejects(
-        engineFor('redis').dump(wrong, { database: '', format: 'rdb', fileName: 'dump.rdb' }, ctx),
+        run.wait(),
         (err: unknown) => err instanceof ToolFailedError && !err.message.includes('wr0ng-pw'),
       );
     });

@@ -477,6 +477,10 @@ describe('safe restores', function () {
         logs.some((l) => /previous data is kept in sakila__envsnap_pre_restore/.test(l)),
         logs.join('\n'),
       );
+      // Again: the older pre-restore copy is dropped in the swap's session, and replaced.
+      await engine.restore(service(['sakila']), unit('sakila'), createReadStream(file), context(work));
+      assert.deepEqual(await postgresFingerprint(server, 'sakila'), backup);
+      assert.deepEqual(await postgresFingerprint(server, 'sakila__envsnap_pre_restore'), backup);
 
       const planned = (await engine.plan(service([]), context(work))).map((u) => u.database);
       assert.ok(!planned.some((n) => n.includes('__envsnap_')), planned.join(','));
@@ -560,6 +564,22 @@ describe('safe restores', function () {
       );
       assert.deepEqual(await postgresFingerprint(server, 'sakila'), before);
       assert.ok(!(await databases()).includes('sakila__envsnap_staging'));
+
+      // A database that does not exist is restored, with no pre-restore copy.
+      await server.psql('DROP DATABASE other');
+      const logs: string[] = [];
+      await engineFor('postgresql').restore(
+        service(['other']),
+        unit('other'),
+        createReadStream(file),
+        context(work, logs),
+      );
+      assert.ok(
+        logs.some((l) => /did not exist before/.test(l)),
+        logs.join('\n'),
+      );
+      const now = await databases();
+      assert.ok(now.includes('other') && !now.includes('other__envsnap_pre_restore'), now.join(','));
     });
   });
 
