@@ -74,6 +74,7 @@ import {
   preRestoreName,
   stagingName,
 } from './staging-names.js';
+import { StreamHeadReplay } from './stream-head-replay.js';
 
 const DEBIAN_PACKAGE = 'postgresql-client';
 
@@ -229,7 +230,11 @@ export class PostgresqlEngine implements Engine {
     return names;
   }
 
-  /** Step 2 of a database restore: pg_restore's script, rewritten to `staging`, into psql. */
+  /**
+   * Step 2 of a database restore: the archive's pre-data section (the staging database with the
+   * backup's properties, and the schema) as a script, rewritten to `staging`, into psql; then its
+   * data and post-data sections straight into `staging` with pg_restore. See the file comment.
+   */
   private async load(
     service: ServiceTarget,
     db: string,
@@ -238,8 +243,45 @@ export class PostgresqlEngine implements Engine {
     input: Readable,
     ctx: EngineContext,
   ): Promise<void> {
+    const archive = await StreamHeadReplay.open(input, ctx.workDir);
+    try {
+      await this.createStaging(service, db, staging, maintenance, archive, ctx);
+      ctx.signal.throwIfAborted();
+      const fill = spawnTool(
+        'pg_restore',
+        [
+          '--exit-on-error',
+          '--no-password',
+          '--section=data',
+          '--section=post-data',
+          `--dbname=${conninfo(staging)}`,
+        ],
+        { env: pgEnv(service), stdio: ['pipe', 'ignore'], signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
+      );
+      await feedTool(await archive.replay(), fill);
+      await archive.finished();
+    } catch (err) {
+      if (ctx.signal.aborted) throw new TaskAbortedError(`restore of ${db} was stopped`, { cause: err });
+      throw err;
+    } finally {
+      await archive.dispose();
+    }
+  }
+
+  /**
+   * Step 2a: `pg_restore --create --section=pre-data --file=-`, which reads only the archive's
+   * table of contents (the start of `archive`), rewritten to `staging`, into psql.
+   */
+  private async createStaging(
+    service: ServiceTarget,
+    db: string,
+    staging: string,
+    maintenance: string,
+    archive: StreamHeadReplay,
+    ctx: EngineContext,
+  ): Promise<void> {
     const env = pgEnv(service);
-    const script = spawnTool('pg_restore', ['--create', '--file=-'], {
+    const script = spawnTool('pg_restore', ['--create', '--section=pre-data', '--file=-'], {
       env,
       stdio: ['pipe', 'pipe'],
       signal: ctx.signal,
@@ -250,22 +292,27 @@ export class PostgresqlEngine implements Engine {
       ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', `--dbname=${conninfo(maintenance)}`, '-f', '-'],
       { env, stdio: ['pipe', 'ignore'], signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
     );
+    const scriptIn = script.child.stdin;
     const scriptOut = script.child.stdout;
     const psqlIn = psql.child.stdin;
-    if (!scriptOut || !psqlIn) throw new Error('pg_restore or psql started without pipes');
+    if (!scriptIn || !scriptOut || !psqlIn) throw new Error('pg_restore or psql started without pipes');
     const stopBoth = (): void => {
       script.kill();
       psql.kill();
     };
     // Any failure stops both tools, so that psql never commits a script cut short.
+    const fed = archive.feedHead(scriptIn).catch((err: unknown) => {
+      stopBoth();
+      throw err;
+    });
     const rewritten = pipeline(scriptOut, rewritePgScriptToStaging(db, staging), psqlIn).catch(
       (err: unknown) => {
         stopBoth();
         throw err;
       },
     );
-    const [fed, rewrite, restored, loaded] = await Promise.allSettled([
-      feedTool(input, script),
+    const [head, rewrite, restored, loaded] = await Promise.allSettled([
+      fed,
       rewritten,
       script.wait(),
       psql.wait().catch((err: unknown) => {
@@ -276,7 +323,7 @@ export class PostgresqlEngine implements Engine {
     if (ctx.signal.aborted) throw new TaskAbortedError(`restore of ${db} was stopped`);
     // The most telling failure first: the input's or the rewriter's own error, then the tool that
     // failed on its own (psql with the SQL error; pg_restore on a damaged archive).
-    const failures = [fed, rewrite, loaded, restored].filter((r) => r.status === 'rejected');
+    const failures = [head, rewrite, loaded, restored].filter((r) => r.status === 'rejected');
     const reason = (r: PromiseSettledResult<unknown> | undefined): unknown =>
       r?.status === 'rejected' ? (r.reason as unknown) : undefined;
     // A pipe closed early (EPIPE, premature close) is the consequence of a tool that stopped, never the cause.
