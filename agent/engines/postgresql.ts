@@ -26,15 +26,37 @@
  * - a database, safely (issue 5): the live database is not touched until the backup is loaded.
  *   1. A leftover `<db>__envsnap_staging` (from a restore that was killed) is dropped
  *      (`DROP DATABASE IF EXISTS ... WITH (FORCE)`, PostgreSQL 13+, which ends sessions on it).
- *   2. `pg_restore --create --file=-` turns the archive (read from stdin) into a SQL script, which
- *      streams through {@link rewritePgScriptToStaging} (it points the `CREATE DATABASE`, the
- *      database's properties, comment and grants, and the `\connect`s at the staging name) into
- *      `psql -v ON_ERROR_STOP=1`. So the staging database is created with the backup's encoding,
- *      locale, owner, settings and grants, and filled. pg_restore has no option to restore under
- *      another name; `--create` is what restores those properties. Owners are kept (no
- *      `--no-owner`): the globals, restored first, bring the roles back. The script is read from
- *      stdin, which rules out `-j`. The connecting role needs CREATEDB (or superuser).
- *   3. Once psql and pg_restore both succeeded, an older `<db>__envsnap_pre_restore` is dropped
+ *   2. The archive is read once, as it streams, by two pg_restore runs (PostgreSQL manual,
+ *      pg_restore `--section`: pre-data is every definition but indexes, triggers, rules and
+ *      constraints other than validated check constraints; data is the table data, large-object
+ *      contents and sequence values; post-data the rest):
+ *      a. `pg_restore --create --section=pre-data --file=-` reads only the archive's header and
+ *         table of contents (the start of a custom-format archive: the definitions are stored
+ *         there, the data after them) and exits. Its SQL script streams through
+ *         {@link rewritePgScriptToStaging} (it points the `CREATE DATABASE`, the database's
+ *         properties, comment and grants, and the `\connect`s at the staging name, and refuses a
+ *         script that would leave it) into `psql -v ON_ERROR_STOP=1`. So the staging database is
+ *         created with the backup's encoding, locale, owner, settings and grants, and gets the
+ *         schema. pg_restore has no option to restore under another name; `--create` is what
+ *         restores those properties (they are left out without it, since PostgreSQL 11).
+ *      b. `pg_restore --exit-on-error --section=data --section=post-data --dbname=<staging>`
+ *         gets the archive again from its first byte: the bytes the first run was given are
+ *         spooled to a file in the task's work directory ({@link StreamHeadReplay}: the table of
+ *         contents and a few pipe buffers, mode 0600, removed on success, failure and abort) and
+ *         replayed, then the rest of the stream follows. So the table data goes to the server as
+ *         pg_restore sends it (COPY), not as script text parsed by psql, and the load still
+ *         overlaps the download. Without `--create` nothing of this run can address another
+ *         database. Its archive entries run as the connecting role, one transaction each; a
+ *         failure leaves a half-filled staging database, which is dropped.
+ *      Owners are kept (no `--no-owner`): the globals, restored first, bring the roles back. The
+ *      split differs from one pg_restore run in one way: grants on tables and other objects
+ *      (pre-data) are applied before the data, not after it, which matters only to a loading
+ *      role that is not a superuser and whose own privileges the backup revokes. `-j` is not
+ *      used: it needs a seekable file, and the archives envsnap makes are written to a pipe
+ *      (into the compressor), so they hold no data offsets and every worker would scan the
+ *      archive for its table (measured 2x slower on pgbench -s 40). The connecting role needs
+ *      CREATEDB (or superuser).
+ *   3. Once both steps succeeded, an older `<db>__envsnap_pre_restore` is dropped
  *      and, in **one transaction**, the sessions on `<db>` are ended (`pg_terminate_backend`, as
  *      `DROP ... WITH (FORCE)` did before), `<db>` is renamed `<db>__envsnap_pre_restore` and the
  *      staging database `<db>` (`ALTER DATABASE ... RENAME` runs inside a transaction block;
@@ -45,8 +67,8 @@
  *   The previous data stays in `<db>__envsnap_pre_restore` until
  *   {@link PostgresqlEngine.dropPreRestoreCopies} or the next restore of `<db>`. The result equals
  *   the backup: objects created after the backup are not in the restored database.
- * - errors: the first error stops psql (ON_ERROR_STOP) and fails the unit with ToolFailedError
- *   carrying its stderr, as `pg_restore --exit-on-error` did; a restore with a missing table is
+ * - errors: the first error stops psql (ON_ERROR_STOP) or pg_restore (`--exit-on-error`) and
+ *   fails the unit with ToolFailedError carrying its stderr; a restore with a missing table is
  *   not a restore. Warnings and notices do not fail it. A failed load leaves the live database
  *   untouched; the staging database is dropped.
  *
@@ -259,10 +281,7 @@ export class PostgresqlEngine implements Engine {
         { env: pgEnv(service), stdio: ['pipe', 'ignore'], signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
       );
       await feedTool(await archive.replay(), fill);
-      await archive.finished();
-    } catch (err) {
-      if (ctx.signal.aborted) throw new TaskAbortedError(`restore of ${db} was stopped`, { cause: err });
-      throw err;
+      await archive.finished(); // the whole artifact went through, and matched its SHA-256
     } finally {
       await archive.dispose();
     }
