@@ -13,10 +13,9 @@
  * pipe buffers (about 64 KiB each) past it. It lives in a fresh directory under the task's work
  * directory, mode 0600, and {@link StreamHeadReplay.dispose} removes it.
  */
-import { createReadStream } from 'node:fs';
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough, Readable, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 /** The error the input's pipeline ends with when the replay's reader stopped before the end. */
@@ -42,19 +41,30 @@ function drainedOrClosed(stream: Writable): Promise<void> {
   });
 }
 
+/** Bytes read from the spool per chunk of the replay. */
+const SPOOL_CHUNK = 64 * 1024;
+
 /** See the file comment. */
 export class StreamHeadReplay {
-  private readonly rest = new PassThrough();
+  /** The replay: the spool's bytes, then the input's chunks pushed as they come. */
+  private readonly out: Readable;
   private readonly sink: Writable;
   private first: Writable | undefined;
   private firstClosed = false;
+  /** The replay has begun: chunks from now on go to `out` (after the spool). */
   private switched = false;
+  private spoolAt = 0;
+  private spoolDone = false;
+  private spoolReading = false;
   private inputEnded = false;
   private replayed = false;
   /** The spool write in progress, if any. */
   private spooling: Promise<unknown> = Promise.resolve();
   private releaseGate: () => void = () => {};
+  /** Resolves once the spool has been replayed whole (or the replay stopped). */
   private readonly gate = new Promise<void>((resolve) => (this.releaseGate = resolve));
+  /** Wakes a chunk that waits for the replay's reader to want more. */
+  private wantMore: (() => void) | undefined;
   private piped: Promise<void> | undefined;
   private headEnded: () => void = () => {};
   private readonly headDone = new Promise<void>((resolve) => (this.headEnded = resolve));
@@ -62,7 +72,6 @@ export class StreamHeadReplay {
   private constructor(
     private readonly input: Readable,
     private readonly dir: string,
-    private readonly spoolPath: string,
     private readonly spool: FileHandle,
   ) {
     this.sink = new Writable({
@@ -71,18 +80,31 @@ export class StreamHeadReplay {
       },
       final: (callback) => {
         this.inputEnded = true;
-        if (this.switched) this.rest.end();
-        else if (this.first && !this.firstClosed && !this.first.destroyed) this.first.end();
+        if (this.switched) {
+          if (this.spoolDone) this.out.push(null);
+        } else if (this.first && !this.firstClosed && !this.first.destroyed) this.first.end();
         this.headEnded();
         callback();
       },
       destroy: (err, callback) => {
-        if (err) this.rest.destroy(err);
+        if (err) this.out.destroy(err);
+        this.releaseGate();
+        this.wake();
+        callback(err);
+      },
+    });
+    this.out = new Readable({
+      read: () => {
+        if (this.spoolDone) this.wake();
+        else void this.pushSpool();
+      },
+      destroy: (err, callback) => {
+        this.wake();
         this.releaseGate();
         callback(err);
       },
     });
-    this.rest.on('error', () => {}); // the replay's reader gets it through its iterator
+    this.out.on('error', () => {}); // its reader gets it through its own pipeline
   }
 
   /**
@@ -92,8 +114,7 @@ export class StreamHeadReplay {
   static async open(input: Readable, workDir: string): Promise<StreamHeadReplay> {
     const dir = await mkdtemp(join(workDir, 'stream-head-'));
     try {
-      const path = join(dir, 'head');
-      return new StreamHeadReplay(input, dir, path, await open(path, 'wx', 0o600));
+      return new StreamHeadReplay(input, dir, await open(join(dir, 'head'), 'wx+', 0o600));
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
       throw err;
@@ -128,18 +149,14 @@ export class StreamHeadReplay {
   async replay(): Promise<Readable> {
     if (this.replayed) throw new Error('a stream head can be replayed once');
     this.replayed = true;
-    await this.spooling;
+    // Every chunk spooled before the switch is in the file when the replay reads it; every chunk
+    // taken after it goes to the reader once the spool has been read.
+    for (let pending = this.spooling; ; pending = this.spooling) {
+      await pending;
+      if (pending === this.spooling) break;
+    }
     this.switched = true;
-    if (this.inputEnded) this.rest.end();
-    this.releaseGate();
-    const { spoolPath, rest } = this;
-    return Readable.from(
-      (async function* () {
-        yield* createReadStream(spoolPath);
-        yield* rest;
-      })(),
-      { objectMode: false },
-    );
+    return this.out;
   }
 
   /** Resolves when the whole input went through; rejects with its error. */
@@ -150,28 +167,53 @@ export class StreamHeadReplay {
   /** Stops reading the input if it still runs, and removes the spool. Never rejects. */
   async dispose(): Promise<void> {
     if (this.piped && !this.sink.writableFinished) this.sink.destroy(readerStopped());
-    this.rest.destroy();
+    this.out.destroy();
     await this.spool.close().catch(() => {});
     await rm(this.dir, { recursive: true, force: true }).catch(() => {});
   }
 
+  private wake(): void {
+    const wake = this.wantMore;
+    this.wantMore = undefined;
+    wake?.();
+  }
+
+  /** Pushes the spool's next bytes to the replay; at its end, lets the input's chunks follow. */
+  private async pushSpool(): Promise<void> {
+    if (this.spoolReading) return;
+    this.spoolReading = true;
+    try {
+      const buffer = Buffer.allocUnsafe(SPOOL_CHUNK);
+      const { bytesRead } = await this.spool.read(buffer, 0, SPOOL_CHUNK, this.spoolAt);
+      this.spoolAt += bytesRead;
+      this.spoolReading = false;
+      if (bytesRead > 0) {
+        this.out.push(buffer.subarray(0, bytesRead));
+        return;
+      }
+      this.spoolDone = true;
+      if (this.inputEnded) this.out.push(null);
+      this.releaseGate();
+    } catch (err) {
+      this.out.destroy(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
   private async take(chunk: Buffer): Promise<void> {
     if (this.switched) {
-      if (this.rest.destroyed) throw readerStopped();
-      if (!this.rest.write(chunk)) await drainedOrClosed(this.rest);
-      if (this.rest.destroyed) throw readerStopped();
+      await this.gate; // the spool first
+      if (this.out.destroyed) throw readerStopped();
+      if (!this.out.push(chunk)) await new Promise<void>((resolve) => (this.wantMore = resolve));
       return;
     }
     const spooled = this.spool.write(chunk);
     this.spooling = spooled;
     await spooled;
-    // Spooled before the replay began reading the file: the replay serves it from there.
-    if (this.switched) return;
     const first = this.first;
     if (first && !this.firstClosed && !first.destroyed) {
       if (!first.write(chunk)) await drainedOrClosed(first);
       return;
     }
-    await this.gate; // the first reader is done: hold the stream until the replay
+    await this.gate; // the first reader is done: hold the stream until the replay read the spool
   }
 }
