@@ -1,11 +1,14 @@
 /**
  * Points the SQL script that `pg_restore --create --file=-` makes of a custom-format archive at a
- * staging database, as a stream.
+ * staging database, as a stream. The restore (postgresql.ts) runs only the archive's pre-data
+ * section through it (`--section=pre-data`: the database and the schema); the table data goes
+ * from a second pg_restore straight into the staging database.
  *
  * `pg_restore` has no option to restore a database under another name, and `--create` is what
  * brings back the database's own properties (encoding and locale, owner, comment, `ALTER DATABASE
  * ... SET`, `ALTER ROLE ... IN DATABASE ... SET`, database grants). So envsnap has pg_restore write
- * the script (`--file=-`) and feeds it to `psql` through this rewriter. The script is regular
+ * the script (`--file=-`) and feeds it to `psql` through this rewriter. The rewriter accepts a
+ * whole script (all sections, table data included) as well. The script is regular
  * (pg_backup_archiver.c): each archive entry is introduced by a comment
  * `-- Name: N; Type: T; Schema: S; Owner: O` (`-- Data for Name: ...` for table data), table data
  * is a `COPY ... FROM stdin;` line followed by rows up to a `\.` line, and the script reconnects

@@ -428,6 +428,34 @@ describe('safe restores', function () {
     });
     const databases = async (): Promise<string[]> =>
       (await server.psql('SELECT datname FROM pg_database')).split('\n').filter((n) => n !== '');
+    /** The database's grants and those on table rental (the fingerprint holds neither). */
+    const grants = async (): Promise<string> =>
+      `${(await server.psql("SELECT datacl::text FROM pg_database WHERE datname = 'sakila'")).trim()}|${(
+        await server.psql("SELECT relacl::text FROM pg_class WHERE relname = 'rental'", 'sakila')
+      ).trim()}`;
+
+    /**
+     * Restores `file` as sakila, which must fail as `expected` says and leave sakila as it was, no
+     * staging database and nothing in the work directory (the spooled start of the archive).
+     */
+    async function failsLeavingSakila(
+      file: string,
+      expected: RegExp | ((err: unknown) => boolean),
+    ): Promise<void> {
+      const before = await postgresFingerprint(server, 'sakila');
+      await assert.rejects(
+        engineFor('postgresql').restore(
+          service(['sakila']),
+          unit('sakila'),
+          createReadStream(file),
+          context(work),
+        ),
+        expected,
+      );
+      assert.deepEqual(await postgresFingerprint(server, 'sakila'), before);
+      assert.ok(!(await databases()).includes('sakila__envsnap_staging'));
+      assert.deepEqual(await readdir(work), []);
+    }
 
     before(async () => {
       server = await startPostgres({ name: 'safe' });
@@ -440,15 +468,22 @@ describe('safe restores', function () {
     it('restores through a staging database, equal to the backup, and keeps the previous one as a pre-restore copy', async () => {
       const engine = engineFor('postgresql');
       await server.psql(
-        "COMMENT ON DATABASE sakila IS 'rentals'; ALTER DATABASE sakila SET work_mem = '7MB'",
+        "COMMENT ON DATABASE sakila IS 'rentals'; ALTER DATABASE sakila SET work_mem = '7MB';" +
+          'CREATE ROLE rentals_reader; GRANT CONNECT, TEMPORARY ON DATABASE sakila TO rentals_reader;',
       );
+      await server.psql('GRANT SELECT ON rental TO rentals_reader', 'sakila');
       const backup = await postgresFingerprint(server, 'sakila');
+      const backupGrants = await grants();
       const file = await dumpTo(service(['sakila']), unit('sakila'));
       await server.psql(
         'CREATE TABLE added (x int); DELETE FROM payment_p2007_02 WHERE payment_id % 2 = 0; DROP VIEW staff_list;',
         'sakila',
       );
-      await server.psql("COMMENT ON DATABASE sakila IS 'changed'");
+      await server.psql(
+        "COMMENT ON DATABASE sakila IS 'changed'; REVOKE ALL ON DATABASE sakila FROM rentals_reader",
+      );
+      await server.psql('REVOKE ALL ON rental FROM rentals_reader', 'sakila');
+      assert.notEqual(await grants(), backupGrants);
       const changed = await postgresFingerprint(server, 'sakila');
       const idle = server.psql('SELECT pg_sleep(120)', 'sakila').catch(() => 'terminated');
       await new Promise((resolve) => setTimeout(resolve, 300));
@@ -471,6 +506,9 @@ describe('safe restores', function () {
         ),
         /work_mem=7MB/,
       );
+      assert.equal(await grants(), backupGrants);
+      assert.match(backupGrants, /rentals_reader=Tc\/.*\|.*rentals_reader=r\//);
+      assert.deepEqual(await readdir(work), [], 'the spooled start of the archive was removed');
       assert.deepEqual(await postgresFingerprint(server, 'sakila__envsnap_pre_restore'), changed);
       assert.ok(!(await databases()).includes('sakila__envsnap_staging'));
       assert.ok(
@@ -547,23 +585,29 @@ describe('safe restores', function () {
       assert.ok(!(await databases()).includes('bench__envsnap_staging'));
     });
 
+    it('fails on an archive damaged in its table data, leaving the live database, no staging database and no spool', async () => {
+      const file = await dumpTo(service(['sakila']), unit('sakila'));
+      // A timestamp in the table data, past the table of contents that the first pg_restore reads:
+      // the data's load into the staging database fails.
+      const archive = await readFile(file);
+      const at = archive.indexOf('\t2006-02-15 ');
+      assert.ok(at > 0, 'a Sakila timestamp in the archive');
+      archive.write('\tXXXX', at, 'latin1');
+      await writeFile(file, archive);
+      await server.psql('CREATE TABLE kept (x int)', 'sakila');
+      await failsLeavingSakila(
+        file,
+        (err: unknown) =>
+          err instanceof ToolFailedError && /invalid input syntax for type timestamp/.test(err.message),
+      );
+    });
+
     it('refuses an archive whose script would leave the staging database, before anything runs', async () => {
       // A custom-format archive of a database named "other" restored as unit "sakila": its
       // CREATE DATABASE and \connect name another database.
       await server.psql('CREATE DATABASE other');
       const file = await dumpTo(service(['other']), unit('other'));
-      const before = await postgresFingerprint(server, 'sakila');
-      await assert.rejects(
-        engineFor('postgresql').restore(
-          service(['sakila']),
-          unit('sakila'),
-          createReadStream(file),
-          context(work),
-        ),
-        /creates another database/,
-      );
-      assert.deepEqual(await postgresFingerprint(server, 'sakila'), before);
-      assert.ok(!(await databases()).includes('sakila__envsnap_staging'));
+      await failsLeavingSakila(file, /creates another database/);
 
       // A database that does not exist is restored, with no pre-restore copy.
       await server.psql('DROP DATABASE other');
