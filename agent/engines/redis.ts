@@ -68,7 +68,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdtemp, open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
@@ -83,6 +83,7 @@ import {
   ToolFailedError,
   ToolMissingError,
 } from '../../shared/errors.js';
+import { readGrowingFile } from '../../shared/growing-file.js';
 import { runTool, spawnTool, toolOnPath, type ToolProcess } from '../tool-process.js';
 import type {
   DumpProcess,
@@ -119,7 +120,7 @@ export class RedisEngine implements Engine {
 
   /**
    * `redis-cli --rdb` into a file in the task's work directory, and that file read as it grows
-   * ({@link followRdbFile}): as `stdout`, or written into `into` (see Engine.dump), so that the
+   * (shared/growing-file.ts): as `stdout`, or written into `into` (see Engine.dump), so that the
    * compressor works while the RDB still arrives. The file is removed when it has been read. Not
    * `--rdb -`: redis-cli 7.0 then also writes the 40-byte end marker of a diskless transfer to
    * stdout, after the RDB (it truncates it only from a file).
@@ -153,9 +154,15 @@ export class RedisEngine implements Engine {
       await removeDir();
       throw err;
     }
-    const stdout = Readable.from(followRdbFile(join(dir, 'dump.rdb'), cli.wait(), ctx.signal), {
-      objectMode: false,
+    // redis-cli writes the file from the start, in order, and at the end only truncates the
+    // end-of-transfer mark of a diskless sync off it: held back until it exited, nothing passed on
+    // is ever rewritten or cut off.
+    const rdb = readGrowingFile(join(dir, 'dump.rdb'), cli.wait(), {
+      holdBackBytes: RDB_EOF_MARK_BYTES,
+      minChunkBytes: FOLLOW_MIN_CHUNK_BYTES,
+      signal: ctx.signal,
     });
+    const stdout = Readable.from(rdb, { objectMode: false });
     const onAbort = (): void => {
       stdout.destroy(new TaskAbortedError('redis dump was stopped'));
     };
@@ -283,76 +290,8 @@ interface WatchdogOptions {
 /** Bytes of the end-of-transfer mark of a diskless sync, which redis-cli truncates off its file at the end. */
 const RDB_EOF_MARK_BYTES = 40;
 
-/** How often a growing RDB file is looked at while redis-cli writes it, milliseconds. */
-const FOLLOW_POLL_MS = 10;
-
-/** A read of a growing RDB file shorter than this waits {@link FOLLOW_POLL_MS} before the next one. */
+/** A read of the growing RDB file shorter than this waits before the next one (behind a slow transfer). */
 const FOLLOW_MIN_CHUNK_BYTES = 256 * 1024;
-
-/**
- * The bytes of the RDB file `redis-cli --rdb FILE` writes, read while it grows: what is there is
- * passed on, except the last {@link RDB_EOF_MARK_BYTES} bytes, until redis-cli has exited
- * (`exited` settled); then the rest, up to the file's final size. redis-cli writes the file from
- * the start, in order, and at the end only truncates the end-of-transfer mark of a diskless sync
- * (40 bytes) off it; so no byte passed on is ever rewritten or cut off.
- *
- * @throws redis-cli's own failure (`exited` rejected: ToolFailedError), TaskAbortedError.
- */
-export async function* followRdbFile(
-  file: string,
-  exited: Promise<unknown>,
-  signal: AbortSignal,
-): AsyncGenerator<Buffer> {
-  let ended = false;
-  const settled = exited.then(
-    () => {
-      ended = true;
-    },
-    (err: unknown) => {
-      ended = true;
-      throw err;
-    },
-  );
-  settled.catch(() => undefined);
-  const pause = () =>
-    Promise.race([
-      new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS)),
-      settled.catch(() => undefined),
-    ]);
-  let fh: FileHandle | undefined;
-  let pos = 0;
-  try {
-    for (;;) {
-      if (signal.aborted) throw new TaskAbortedError('redis dump was stopped');
-      // Read before the file: once redis-cli has exited, the size read after is the final one.
-      const last = ended;
-      if (last) await settled; // throws redis-cli's failure
-      if (!fh) {
-        fh = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== 'ENOENT' || last) throw err;
-          return undefined;
-        });
-        if (!fh) {
-          await pause();
-          continue;
-        }
-      }
-      const size = (await fh.stat()).size;
-      const readable = (last ? size : size - RDB_EOF_MARK_BYTES) - pos;
-      if (readable > 0) {
-        const chunk = Buffer.allocUnsafe(Math.min(readable, 1024 * 1024));
-        const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos);
-        pos += bytesRead;
-        yield chunk.subarray(0, bytesRead);
-        // Behind a slow transfer, wait for more rather than chase it a few kilobytes at a time.
-        if (!last && bytesRead < FOLLOW_MIN_CHUNK_BYTES) await pause();
-      } else if (last) return;
-      else await pause();
-    }
-  } finally {
-    await fh?.close();
-  }
-}
 
 /** Starts redis-server on the RDB in `dir`, retrying on a port taken between probe and bind. */
 export async function startTempServer(

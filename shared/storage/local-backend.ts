@@ -4,8 +4,8 @@ import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 
 import { dirname, join, relative, sep } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as delay } from 'node:timers/promises';
 import { NotFoundError, UploadDiscardedError } from '../errors.js';
+import { readGrowingFile } from '../growing-file.js';
 import type { PutResult, StorageBackend } from './backend.js';
 import { checkKey } from './keys.js';
 
@@ -106,32 +106,22 @@ export class LocalBackend implements StorageBackend {
     opts?: { signal?: AbortSignal; onBytes?: (n: number) => void },
   ): Promise<PutResult> {
     return this.store(key, async (fh, flusher) => {
-      let filled = false;
-      const filling = fill(fh.fd).then(() => {
-        filled = true;
-      });
-      // Its failure is thrown below (finally); never an unhandled rejection while a read is awaited.
+      const filling = fill(fh.fd);
+      // Its failure is thrown below; never an unhandled rejection while a read is awaited.
       filling.catch(() => undefined);
       try {
         const hash = createHash('sha256');
-        const buf = Buffer.allocUnsafe(READ_BACK_BYTES);
         let size = 0;
-        for (;;) {
-          opts?.signal?.throwIfAborted();
-          // Whether the writer was done before this read: then a short read is the end of the file.
-          const done = filled;
-          const { bytesRead } = await fh.read(buf, 0, buf.length, size);
-          if (bytesRead > 0) {
-            hash.update(buf.subarray(0, bytesRead));
-            size += bytesRead;
-            flusher.wrote(size);
-            opts?.onBytes?.(size);
-          } else if (done) {
-            return { sizeBytes: size, sha256: hash.digest('hex') };
-          } else {
-            await Promise.race([filling, delay(READ_BACK_WAIT_MS)]);
-          }
+        for await (const chunk of readGrowingFile(fh, filling, {
+          chunkBytes: READ_BACK_BYTES,
+          signal: opts?.signal,
+        })) {
+          hash.update(chunk);
+          size += chunk.length;
+          flusher.wrote(size);
+          opts?.onBytes?.(size);
         }
+        return { sizeBytes: size, sha256: hash.digest('hex') };
       } finally {
         // Settled either way before the descriptor closes; its failure is what the caller sees.
         await filling;
@@ -263,8 +253,6 @@ export class LocalBackend implements StorageBackend {
 
 /** Bytes per read when `putFromDescriptor` reads a file back as it grows. */
 const READ_BACK_BYTES = 1024 * 1024;
-/** How long `putFromDescriptor` waits at the end of a growing file before it reads again, in milliseconds. */
-const READ_BACK_WAIT_MS = 10;
 
 /** Bytes written to an object's file between two background flushes (see {@link Flusher}). */
 const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
