@@ -2,9 +2,10 @@
  * The timeline of envsnap backups (and, with `--restore`, restores) of one case against its raw
  * pipeline, on the same data, back to back:
  *
- *     node dist/test/bench/timeline.js <mariadb|postgresql|redis> [runs] [--full] [--restore]
+ *     node dist/test/bench/timeline.js <mariadb|postgresql|redis|mount> [runs] [--full] [--restore]
  *
- * Data at `npm run bench -- --quick` size (`--full`: the full size; MariaDB honours
+ * Data at `npm run bench -- --quick` size (`--full`: the full size; a mount is the bench's copied
+ * tree, or the directory `ENVSNAP_TIMELINE_TREE` names, used as it is; MariaDB honours
  * `ENVSNAP_TIMELINE_TABLES` and `ENVSNAP_TIMELINE_ROWS`, e.g. 4 and 400000 for the earlier MariaDB
  * timeline), 3 runs by default. Prints, per run, the wall and CPU seconds of the raw pipeline and of
  * envsnap split by process (CLI, controller, agent with its reaped tools, the database server), and
@@ -13,15 +14,24 @@
  * CLI's included) show as well: add such lines by hand to time phases the logs do not name, e.g.
  * the final fsync or the dump tool's exit.
  */
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { repoRoot } from '../helpers/datasets.js';
 import { startMariadb, startPostgres, startRedis } from '../helpers/servers.js';
-import { FULL_SIZES, QUICK_SIZES, fillMariadb, fillPostgres, fillRedis } from './bench-data.js';
+import {
+  FULL_SIZES,
+  QUICK_SIZES,
+  fillMariadb,
+  fillPostgres,
+  fillRedis,
+  makeBenchTree,
+} from './bench-data.js';
 import { BENCH_NODE, EnvsnapBench, type BenchTargets } from './envsnap-runner.js';
 import { processCpuSeconds, timed, timeShell } from './measure.js';
 import {
   mariadbBackups,
+  mountBackups,
   postgresBackups,
   redisBackups,
   restores,
@@ -32,8 +42,8 @@ import {
 const args = process.argv.slice(2);
 const flags = new Set(args.filter((a) => a.startsWith('--')));
 const [kind = 'mariadb', runs = '3'] = args.filter((a) => !a.startsWith('--'));
-if (kind !== 'mariadb' && kind !== 'postgresql' && kind !== 'redis')
-  throw new Error(`unknown case "${kind}": use mariadb, postgresql or redis`);
+if (kind !== 'mariadb' && kind !== 'postgresql' && kind !== 'redis' && kind !== 'mount')
+  throw new Error(`unknown case "${kind}": use mariadb, postgresql, redis or mount`);
 const sizes = {
   ...(flags.has('--full') ? FULL_SIZES : QUICK_SIZES),
   ...(process.env.ENVSNAP_TIMELINE_TABLES
@@ -71,8 +81,15 @@ async function selfCpu(pid: number): Promise<number> {
 }
 
 const targets: BenchTargets = {};
-let server: { pid: number; stop(): Promise<void> };
-if (kind === 'mariadb') {
+/** The process whose CPU the raw and envsnap runs share (a database server); none for a mount. */
+let server: { pid?: number; stop(): Promise<void> };
+if (kind === 'mount') {
+  const given = process.env.ENVSNAP_TIMELINE_TREE;
+  const dir = given ?? (await mkdtemp(path.join(tmpdir(), 'envsnap-timeline-mount-')));
+  if (!given) await makeBenchTree(dir, sizes.mountBytes);
+  targets.mount = dir;
+  server = { stop: () => (given ? Promise.resolve() : rm(dir, { recursive: true, force: true })) };
+} else if (kind === 'mariadb') {
   const maria = await startMariadb({ name: 'timeline' });
   await fillMariadb(maria, sizes);
   targets.maria = maria;
@@ -90,17 +107,26 @@ if (kind === 'mariadb') {
 }
 const bench = await EnvsnapBench.start(targets);
 const raw: RawContext = { out: bench.cluster.dir, ...targets };
-const backups = { mariadb: mariadbBackups, postgresql: postgresBackups, redis: redisBackups }[kind](raw);
+const backups = {
+  mariadb: mariadbBackups,
+  postgresql: postgresBackups,
+  redis: redisBackups,
+  mount: mountBackups,
+}[kind](raw);
 // The `| zstd` pipeline envsnap's zstd backup is compared with, and the restore's (which reads
 // what the first, unpaired pipeline kept).
 const rawBackup = backups.find((p) => p.paired && p.compare === 'envsnap-zstd')!;
 const rawRestore = restores(raw, kind).find((p) => p.paired)!;
 
+/** CPU seconds of the shared server, 0 when there is none. */
+const serverCpu = (): Promise<number> =>
+  server.pid === undefined ? Promise.resolve(0) : processCpuSeconds(server.pid);
+
 /** One envsnap CLI command, measured and with its log lines. */
 async function envsnap(label: string, cliArgs: string[]): Promise<string> {
   const { agent, controller } = bench.pids;
   const self0 = await selfCpu(agent);
-  const before = await Promise.all([agent, controller, server.pid].map(processCpuSeconds));
+  const before = await Promise.all([processCpuSeconds(agent), processCpuSeconds(controller), serverCpu()]);
   const t0 = Date.now();
   const cli = await timed([
     process.execPath,
@@ -110,7 +136,7 @@ async function envsnap(label: string, cliArgs: string[]): Promise<string> {
     ...cliArgs,
   ]);
   const t1 = Date.now();
-  const after = await Promise.all([agent, controller, server.pid].map(processCpuSeconds));
+  const after = await Promise.all([processCpuSeconds(agent), processCpuSeconds(controller), serverCpu()]);
   const [a, c, s] = after.map((v, k) => v - before[k]!);
   const self = (await selfCpu(agent)) - self0;
   console.log(
@@ -130,9 +156,9 @@ async function envsnap(label: string, cliArgs: string[]): Promise<string> {
 
 async function rawRun(label: string, p: RawPipeline): Promise<void> {
   if (p.setup) await timeShell(p.setup);
-  const m0 = await processCpuSeconds(server.pid);
+  const m0 = await serverCpu();
   const r = await timeShell(p.script);
-  const m1 = await processCpuSeconds(server.pid);
+  const m1 = await serverCpu();
   console.log(
     `${label} raw (${p.label}): wall ${r.wallSeconds.toFixed(2)} s, CPU ${r.cpuSeconds.toFixed(2)} s, server ${(m1 - m0).toFixed(2)} s`,
   );
