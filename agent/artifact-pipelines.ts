@@ -37,8 +37,12 @@ export type RawSource =
    * `start` owns `into` (it closes the agent's end); `wait` settles when the tool has exited.
    */
   | { start: (into: Writable) => Promise<{ wait(): Promise<unknown>; kill(): void }> }
-  /** A stream produced in the agent (the mount archive), piped into the compressor. */
-  | { stream: Readable; done: Promise<unknown>; stop: () => void };
+  /**
+   * Bytes made in the agent (the mount archive, agent/mount-archive.ts `writeMountArchive`): `write`
+   * writes them into `into`, the compressor's stdin, and ends it; `done` settles when it has (or
+   * failed), `stop` makes it stop early, and `written()` counts the bytes written so far.
+   */
+  | { write: (into: Writable) => { done: Promise<unknown>; stop: () => void; written: () => number } };
 
 /**
  * Compresses raw bytes and uploads them as one artifact: dump tool -> compressor process (zstd on
@@ -48,8 +52,8 @@ export type RawSource =
  * SHA-256 (ArtifactSinks.writeFromDescriptor): the stored bytes never pass through a pipe into the
  * agent. Nothing is held whole in memory; backpressure runs from the storage back to the dump tool.
  *
- * The artifact's `rawBytes` is exact for zstd (its own count) and for a stream source (counted as
- * it passes); 0 (not known) for gzip from a tool, which writes past the agent.
+ * The artifact's `rawBytes` is exact for zstd (its own count) and for a source the agent writes
+ * (its count); 0 (not known) for gzip from a tool, which writes past the agent.
  *
  * Each compression running on the agent at once gets an equal share of the cores (threadShare)
  * unless `agent.zstd_threads` sets a count.
@@ -90,9 +94,9 @@ async function compress(opts: Parameters<typeof compressAndUpload>[0]): Promise<
   const artifact = opts.encryption
     ? { ...opts.artifact, encryption: SCHEME, keyFingerprint: opts.encryption.fingerprint }
     : opts.artifact;
-  let counted = 0;
+  let counted = (): number => 0;
   let rawBytes: () => number | undefined = () => undefined;
-  const raw = (): number => rawBytes() ?? counted;
+  const raw = (): number => rawBytes() ?? counted();
   const progress = { rawBytes: raw, onBytes: opts.onBytes, signal: opts.signal };
   /**
    * Runs source -> compressor (-> encryptor) with the last tool's stdout `output` (a file's
@@ -121,11 +125,10 @@ async function compress(opts: Parameters<typeof compressAndUpload>[0]): Promise<
       producer = [tool.wait()];
       stopSource = () => tool.kill();
     } else {
-      src.stream.on('data', (chunk: Buffer) => {
-        counted += chunk.length;
-      });
-      producer = [src.done, pipeline(src.stream, comp.child.stdin!)];
-      stopSource = src.stop;
+      const writing = src.write(comp.child.stdin!);
+      counted = writing.written;
+      producer = [writing.done];
+      stopSource = writing.stop;
     }
     const enc = opts.encryption ? startEncryptor(opts.encryption, opts.signal, output) : undefined;
     const last = enc ?? comp;

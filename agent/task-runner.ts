@@ -22,7 +22,7 @@ import { checkKeyFor, type EncryptionKey } from './encryption.js';
 import { engineFor } from './engines/index.js';
 import { QuiesceWatchdog, runHookCommands } from './hooks.js';
 import type { AgentMetrics } from './metrics.js';
-import { createMountArchive, extractMountArchive } from './mount-archive.js';
+import { extractMountArchive, writeMountArchive, type MountArchiveResult } from './mount-archive.js';
 import { drillMountArtifact, drillServiceArtifacts, type DrillDeps } from './restore-drill.js';
 import { resolveConnection } from './secrets.js';
 import type { StorageConfig } from '../shared/config.js';
@@ -606,11 +606,7 @@ export class TaskRunner {
         const name = `${mount.name}/files.tar${SUFFIX[compression as CompressionName]}`;
         const report = this.progress(task, name);
         const level = drillStatsLevel(task.backupMount?.drillStats);
-        const archive = createMountArchive(mount.path, {
-          exclude: mount.exclude,
-          signal: ctx.signal,
-          treeStats: level === 'checksums' ? 'hash' : level === 'counts' ? 'counts' : 'off',
-        });
+        let archived: Promise<MountArchiveResult> | undefined;
         const artifact = await compressAndUpload({
           client: this.client(),
           backupId: task.backupId,
@@ -625,9 +621,18 @@ export class TaskRunner {
             compression,
           },
           source: {
-            stream: archive.stream,
-            done: archive.done.then((d) => ctx.log(`${name}: ${d.entries} entries archived`)),
-            stop: () => archive.stream.destroy(),
+            write: (into) => {
+              const archive = writeMountArchive(mount.path, into, {
+                exclude: mount.exclude,
+                signal: ctx.signal,
+                treeStats: level === 'checksums' ? 'hash' : level === 'counts' ? 'counts' : 'off',
+              });
+              archived = archive.done;
+              return {
+                ...archive,
+                done: archive.done.then((d) => ctx.log(`${name}: ${d.entries} entries archived`)),
+              };
+            },
           },
           compression: this.compression,
           encryption: this.encryption,
@@ -638,7 +643,7 @@ export class TaskRunner {
         report(artifact.sizeBytes, true);
         this.metrics.bytesWritten.inc({ kind: 'mount' }, artifact.sizeBytes);
         // The tree digest describes exactly the bytes archived: basis snapshot.
-        const tree = (await archive.done).tree;
+        const tree = (await archived!).tree;
         return level !== 'off' && tree
           ? { ...artifact, stats: { basis: 'snapshot', level, tree } }
           : artifact;

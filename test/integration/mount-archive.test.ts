@@ -21,12 +21,17 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { pack as tarPack } from 'tar-stream';
 
-import { createMountArchive, extractMountArchive, globToRegExp } from '../../agent/mount-archive.js';
+import {
+  createMountArchive,
+  extractMountArchive,
+  globToRegExp,
+  writeMountArchive,
+} from '../../agent/mount-archive.js';
 import { makeMountTree } from '../helpers/datasets.js';
 import { treeFingerprint } from '../helpers/fingerprints.js';
 import { ArtifactCorruptError, TaskAbortedError, UnsafeArchiveEntryError } from '../../shared/errors.js';
@@ -371,6 +376,56 @@ describe('mount archive', function () {
     const b = createMountArchive(src);
     b.stream.once('data', () => b.stream.destroy());
     await assert.rejects(b.done, /closed before the end/);
+  });
+
+  it('writes into a Writable the bytes it streams, filling a slab again only after its write completed', async () => {
+    const src = join(tmp, 'src');
+    await makeMountTree(src);
+    for (let i = 0; i < 6; i++) await writeFile(join(src, `big${i}`), randomBytes(700_000));
+    await writeFile(join(src, 'huge'), randomBytes(3_500_000));
+    const streamed = createMountArchive(src, { treeStats: 'hash' });
+    const parts: Buffer[] = [];
+    for await (const chunk of streamed.stream) parts.push(chunk as Buffer);
+    const expected = Buffer.concat(parts);
+
+    // A slow consumer: each write completes a few milliseconds later, and what it keeps is the
+    // chunk's bytes at that moment, so a slab filled again too early shows as changed bytes.
+    const kept: Buffer[] = [];
+    const slabs = new Set<ArrayBufferLike>();
+    let changedBeforeDone = 0;
+    const slow = new Writable({
+      highWaterMark: 16 * 1024,
+      write(chunk: Buffer, _enc, cb) {
+        slabs.add(chunk.buffer);
+        const atWrite = Buffer.from(chunk);
+        setTimeout(() => {
+          if (!atWrite.equals(chunk)) changedBeforeDone++;
+          kept.push(Buffer.from(chunk));
+          cb();
+        }, 3);
+      },
+    });
+    const written = writeMountArchive(src, slow, { treeStats: 'hash' });
+    const result = await written.done;
+    assert.equal(changedBeforeDone, 0);
+    assert.ok(Buffer.concat(kept).equals(expected), 'the same bytes as the stream');
+    assert.equal(written.written(), expected.length);
+    assert.deepEqual(result, await streamed.done);
+    assert.ok(slabs.size <= 3, `${slabs.size} slabs for ${expected.length} bytes`);
+    assert.ok(slow.writableFinished, 'the Writable was ended');
+
+    // A Writable that fails, a stop, and an abort each end the walk with their reason.
+    const failing = new Writable({ write: (_c, _e, cb) => cb(new Error('disk on fire')) });
+    failing.on('error', () => {});
+    await assert.rejects(writeMountArchive(src, failing).done, /disk on fire/);
+    const sink = (): Writable => new Writable({ write: (_c, _e, cb) => setTimeout(cb, 2) });
+    const stopped = writeMountArchive(src, sink());
+    setTimeout(() => stopped.stop(), 5);
+    await assert.rejects(stopped.done, TaskAbortedError);
+    const ac = new AbortController();
+    const aborted = writeMountArchive(src, sink(), { signal: ac.signal });
+    setTimeout(() => ac.abort(), 5);
+    await assert.rejects(aborted.done, TaskAbortedError);
   });
 
   it('fails at once, leaving the root as it was, on an input that failed before extraction started', async () => {
