@@ -25,12 +25,19 @@ export interface GrowingFileOptions {
   pollMs?: number;
   /** Aborting stops the reading with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Read every chunk into one buffer of `chunkBytes`, allocated once: each yielded Buffer is a view
+   * of it, valid only until the next one is asked for. For a caller that is done with a chunk
+   * when it asks for the next (a hash): no fresh memory per read. Default false.
+   */
+  reuseBuffer?: boolean;
 }
 
 /**
  * Yields the bytes of `file` as its writer appends them, until `writerDone` has settled and the
  * file's end was read. The writer must only append (it may cut off the last `holdBackBytes` when
- * it finishes): no byte yielded is ever rewritten. Each yielded Buffer is the caller's own.
+ * it finishes): no byte yielded is ever rewritten. Each yielded Buffer is the caller's own, unless
+ * `reuseBuffer` is set.
  *
  * @param file an open FileHandle (read by position, left open), or a path, opened once it exists
  *   (the writer may create it after this starts) and closed at the end.
@@ -61,6 +68,7 @@ export async function* readGrowingFile(
   const pause = (): Promise<unknown> => Promise.race([delay(pollMs), settled.catch(() => undefined)]);
   let fh = typeof file === 'string' ? undefined : file;
   let pos = 0;
+  let buffer: Buffer | undefined;
   try {
     for (;;) {
       opts.signal?.throwIfAborted();
@@ -80,7 +88,10 @@ export async function* readGrowingFile(
       const size = (await fh.stat()).size;
       const readable = (last ? size : size - holdBack) - pos;
       if (readable > 0) {
-        const chunk = Buffer.allocUnsafe(Math.min(readable, chunkBytes));
+        const length = Math.min(readable, chunkBytes);
+        const chunk = opts.reuseBuffer
+          ? (buffer ??= Buffer.allocUnsafe(chunkBytes)).subarray(0, length)
+          : Buffer.allocUnsafe(length);
         const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos);
         pos += bytesRead;
         yield chunk.subarray(0, bytesRead);

@@ -115,6 +115,8 @@ export class LocalBackend implements StorageBackend {
         for await (const chunk of readGrowingFile(fh, filling, {
           chunkBytes: READ_BACK_BYTES,
           signal: opts?.signal,
+          // Each chunk is hashed and counted before the next read.
+          reuseBuffer: true,
         })) {
           hash.update(chunk);
           size += chunk.length;

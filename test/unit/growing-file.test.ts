@@ -1,10 +1,11 @@
 /**
  * readGrowingFile with a real writer process (`sh`, as redis-cli or zstd write their files): bytes
  * come as the file grows, a held-back tail waits for the writer's exit (and is not passed on when the
- * writer cuts it off), a file created late is waited for, and the writer's failure is thrown.
+ * writer cuts it off), a file created late is waited for, the writer's failure is thrown, and the
+ * reused buffer of `reuseBuffer` gives the same bytes.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,6 +46,28 @@ describe('readGrowingFile', function () {
     const { data, chunks } = await readAll(readGrowingFile(file, done, { chunkBytes: 256 * 1024 }));
     assert.equal(data.length, 4 * 300 * 1024);
     assert.ok(chunks > 1, `read in ${chunks} chunk(s)`);
+  });
+
+  it('with reuseBuffer, yields the same bytes as views of one buffer', async () => {
+    const part = join(dir, 'part');
+    const body = randomBytes(300 * 1024);
+    await writeFile(part, body);
+    const file = join(dir, 'out');
+    const done = writer('for i in 1 2 3; do cat "$2" >> "$1"; sleep 0.05; done', file, part);
+    const hash = createHash('sha256');
+    const buffers = new Set<ArrayBufferLike>();
+    let chunks = 0;
+    for await (const chunk of readGrowingFile(file, done, { chunkBytes: 256 * 1024, reuseBuffer: true })) {
+      hash.update(chunk);
+      buffers.add(chunk.buffer);
+      chunks++;
+    }
+    const expected = createHash('sha256')
+      .update(Buffer.concat([body, body, body]))
+      .digest('hex');
+    assert.equal(hash.digest('hex'), expected);
+    assert.ok(chunks > 3, `read in ${chunks} chunk(s)`);
+    assert.equal(buffers.size, 1, 'every chunk is a view of the same buffer');
   });
 
   it('holds back the tail until the writer exited, and never passes on what the writer cut off', async () => {
