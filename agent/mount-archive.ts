@@ -44,6 +44,7 @@ import {
   symlinkSync,
   unlinkSync,
   writeSync,
+  type Dirent,
   type Stats,
 } from 'node:fs';
 import {
@@ -387,15 +388,16 @@ class TreeWalker {
 
   private async walk(dir: string, rel: string): Promise<void> {
     await this.turn();
-    let raw: Buffer[];
+    let listed: Array<Dirent<Buffer>>;
     try {
-      raw = readdirSync(dir, { encoding: 'buffer' });
+      listed = readdirSync(dir, { encoding: 'buffer', withFileTypes: true });
     } catch (err) {
       if (isGone(err)) return void this.vanished(rel);
       throw err;
     }
-    raw.sort((a, b) => Buffer.compare(a, b));
-    for (const bytes of raw) {
+    listed.sort((a, b) => Buffer.compare(a.name, b.name));
+    for (const entry of listed) {
+      const bytes = entry.name;
       const name = bytes.toString('utf8');
       if (!Buffer.from(name, 'utf8').equals(bytes)) {
         this.skip(`${rel === '' ? '' : `${rel}/`}${bytes.toString('latin1')}`, 'name is not valid UTF-8');
@@ -406,6 +408,14 @@ class TreeWalker {
       if (this.exclude.some((re) => re.test(path))) continue;
       await this.turn();
       const abs = join(dir, name);
+      // A regular file by the directory's own record (d_type) needs no lstat: addFile opens it
+      // without following a link and takes everything from fstat, and counts it as vanished
+      // when it is no longer a regular file by then. Other types, and file systems that do not
+      // fill in d_type, take the lstat.
+      if (entry.isFile()) {
+        await this.addFile(abs, path);
+        continue;
+      }
       let st: Stats;
       try {
         st = lstatSync(abs);
@@ -456,7 +466,7 @@ class TreeWalker {
     }
     try {
       const st = fstatSync(fd);
-      if (!st.isFile()) return void this.vanished(path); // replaced between lstat and open
+      if (!st.isFile()) return void this.vanished(path); // replaced since it was listed
       const size = st.size;
       await this.putHeader({ name: path, type: 'file', size, ...meta(st) });
       const contentHash = this.digest?.startFile();
