@@ -48,6 +48,8 @@ export interface SpawnToolOptions {
   onStderrLine?: (line: string) => void;
   /** Working directory of the child. */
   cwd?: string;
+  /** The tool's name in errors when `cmd` is a path (e.g. `psql` for `/usr/lib/postgresql/15/bin/psql`). */
+  name?: string;
 }
 
 export interface ToolProcess {
@@ -73,6 +75,7 @@ export interface ToolProcess {
  */
 export function spawnTool(cmd: string, args: readonly string[], opts: SpawnToolOptions): ToolProcess {
   const [stdin, stdout] = opts.stdio ?? ['ignore', 'pipe'];
+  const name = opts.name ?? cmd;
   const child = spawn(cmd, args, {
     env: opts.env ? { ...process.env, ...opts.env } : process.env,
     stdio: [stdin, stdout, 'pipe'],
@@ -120,17 +123,17 @@ export function spawnTool(cmd: string, args: readonly string[], opts: SpawnToolO
       if (settled) return;
       settled = true;
       opts.signal?.removeEventListener('abort', onAbort);
-      if (err.code === 'ENOENT') reject(new ToolMissingError(cmd, opts.debianPackage, { cause: err }));
-      else reject(new ToolFailedError(cmd, null, null, `could not start: ${err.message}`));
+      if (err.code === 'ENOENT') reject(new ToolMissingError(name, opts.debianPackage, { cause: err }));
+      else reject(new ToolFailedError(name, null, null, `could not start: ${err.message}`));
     });
     child.once('exit', (code, sig) => {
       void stderrDone.then(() => {
         if (settled) return;
         settled = true;
         opts.signal?.removeEventListener('abort', onAbort);
-        if (aborted) reject(new TaskAbortedError(`${cmd} was stopped`));
+        if (aborted) reject(new TaskAbortedError(`${name} was stopped`));
         else if (code === 0) resolve();
-        else reject(new ToolFailedError(cmd, code, sig, tail.text()));
+        else reject(new ToolFailedError(name, code, sig, tail.text()));
       });
     });
   });
@@ -173,7 +176,12 @@ export async function runTool(cmd: string, args: readonly string[], opts: RunToo
     await proc.wait();
   } catch (err) {
     if (overflow)
-      throw new ToolFailedError(cmd, null, null, `output larger than ${RUN_TOOL_MAX_STDOUT} bytes`);
+      throw new ToolFailedError(
+        opts.name ?? cmd,
+        null,
+        null,
+        `output larger than ${RUN_TOOL_MAX_STDOUT} bytes`,
+      );
     throw err;
   }
   await stdoutDone;

@@ -93,6 +93,7 @@ import { errorMessage, TaskAbortedError, ToolFailedError } from '../../shared/er
 import { feedTool, runTool, spawnTool } from '../tool-process.js';
 import { artifactFileName } from './artifact-name.js';
 import type { DumpProcess, DumpRun, DumpUnit, Engine, EngineContext, ServiceTarget } from './engine.js';
+import { pgClient } from './pg-client.js';
 import { rewritePgScriptToStaging } from './postgresql-script-rewrite.js';
 import {
   isPreRestoreName,
@@ -193,7 +194,6 @@ export class PostgresqlEngine implements Engine {
 
   dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess>;
   dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext, into: Writable): Promise<DumpRun>;
-  // eslint-disable-next-line @typescript-eslint/require-await -- async so that a spawn error rejects
   async dump(
     service: ServiceTarget,
     unit: DumpUnit,
@@ -214,11 +214,11 @@ export class PostgresqlEngine implements Engine {
               `--dbname=${conninfo(unit.database)}`,
             ],
           ];
-    const proc = spawnTool(cmd, args, {
-      env: pgEnv(service),
+    const tool = await pgTool(service, cmd);
+    const proc = spawnTool(tool.command, args, {
+      ...tool.options,
       stdio: ['ignore', into ?? 'pipe'],
       signal: ctx.signal,
-      debianPackage: DEBIAN_PACKAGE,
     });
     if (into) {
       into.destroy(); // the tool holds the pipe now (see Engine.dump)
@@ -298,8 +298,9 @@ export class PostgresqlEngine implements Engine {
     try {
       await this.createStaging(service, db, staging, pre, maintenance, archive, ctx);
       ctx.signal.throwIfAborted();
+      const restore = await pgTool(service, 'pg_restore');
       const fill = spawnTool(
-        'pg_restore',
+        restore.command,
         [
           '--exit-on-error',
           '--no-password',
@@ -307,7 +308,7 @@ export class PostgresqlEngine implements Engine {
           '--section=post-data',
           `--dbname=${conninfo(staging)}`,
         ],
-        { env: pgEnv(service), stdio: ['pipe', 'ignore'], signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
+        { ...restore.options, stdio: ['pipe', 'ignore'], signal: ctx.signal },
       );
       await feedTool(await archive.replay(), fill);
       await archive.finished(); // the whole artifact went through, and matched its SHA-256
@@ -329,17 +330,16 @@ export class PostgresqlEngine implements Engine {
     archive: StreamHeadReplay,
     ctx: EngineContext,
   ): Promise<void> {
-    const env = pgEnv(service);
-    const script = spawnTool('pg_restore', ['--create', '--section=pre-data', '--file=-'], {
-      env,
+    const [restore, psqlTool] = await Promise.all([pgTool(service, 'pg_restore'), pgTool(service, 'psql')]);
+    const script = spawnTool(restore.command, ['--create', '--section=pre-data', '--file=-'], {
+      ...restore.options,
       stdio: ['pipe', 'pipe'],
       signal: ctx.signal,
-      debianPackage: DEBIAN_PACKAGE,
     });
     const psql = spawnTool(
-      'psql',
+      psqlTool.command,
       ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', `--dbname=${conninfo(maintenance)}`, '-f', '-'],
-      { env, stdio: ['pipe', 'ignore'], signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
+      { ...psqlTool.options, stdio: ['pipe', 'ignore'], signal: ctx.signal },
     );
     const scriptIn = script.child.stdin;
     const scriptOut = script.child.stdout;
@@ -407,10 +407,11 @@ export class PostgresqlEngine implements Engine {
     maintenance: string,
     signal: AbortSignal,
   ): Promise<boolean> {
+    const psql = await pgTool(service, 'psql');
     for (let attempt = 1; ; attempt++) {
       try {
         const out = await runTool(
-          'psql',
+          psql.command,
           [
             '-X',
             '-q',
@@ -427,7 +428,7 @@ export class PostgresqlEngine implements Engine {
             `pre=${pre}`,
             `--dbname=${conninfo(maintenance)}`,
           ],
-          { env: pgEnv(service), input: SWAP_SQL, signal, debianPackage: DEBIAN_PACKAGE },
+          { ...psql.options, input: SWAP_SQL, signal },
         );
         return out.split('\n').includes(SWAP_EXISTED_MARK);
       } catch (err) {
@@ -444,8 +445,9 @@ export class PostgresqlEngine implements Engine {
     maintenance: string,
     signal: AbortSignal,
   ): Promise<void> {
+    const psql = await pgTool(service, 'psql');
     await runTool(
-      'psql',
+      psql.command,
       [
         '-X',
         '-q',
@@ -456,21 +458,21 @@ export class PostgresqlEngine implements Engine {
         `db=${name}`,
         `--dbname=${conninfo(maintenance)}`,
       ],
-      { env: pgEnv(service), input: DROP_DATABASE_SQL, signal, debianPackage: DEBIAN_PACKAGE },
+      { ...psql.options, input: DROP_DATABASE_SQL, signal },
     );
   }
 
   private async restoreGlobals(service: ServiceTarget, input: Readable, ctx: EngineContext): Promise<void> {
     let alreadyExists = 0;
     const otherErrors: string[] = [];
+    const psql = await pgTool(service, 'psql');
     const proc = spawnTool(
-      'psql',
+      psql.command,
       ['-X', '-q', '--no-password', `--dbname=${conninfo('postgres')}`, '-f', '-'],
       {
-        env: pgEnv(service),
+        ...psql.options,
         stdio: ['pipe', 'ignore'],
         signal: ctx.signal,
-        debianPackage: DEBIAN_PACKAGE,
         onStderrLine: (line) => {
           const message = /\bERROR:\s+(.*)$/.exec(line)?.[1];
           if (message === undefined) return;
@@ -500,8 +502,9 @@ export class PostgresqlEngine implements Engine {
     sql: string,
     ctx: { signal: AbortSignal },
   ): Promise<string[]> {
+    const psql = await pgTool(service, 'psql');
     const out = await runTool(
-      'psql',
+      psql.command,
       [
         '-X',
         '--no-password',
@@ -514,7 +517,7 @@ export class PostgresqlEngine implements Engine {
         '-c',
         sql,
       ],
-      { env: pgEnv(service), signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
+      { ...psql.options, signal: ctx.signal },
     );
     return out
       .split('\0')
@@ -542,6 +545,27 @@ export function pgEnv(service: ServiceTarget): Record<string, string | undefined
     PGPASSWORD: c.password,
     PGDATABASE: undefined,
     PGAPPNAME: 'envsnap',
+  };
+}
+
+/** How a PostgreSQL client program is started for a service: see {@link pgTool}. */
+export interface PgTool {
+  /** The program to spawn: a path past Debian's pg_wrapper, or the plain name (agent/engines/pg-client.ts). */
+  command: string;
+  /** The options every start of it shares: its environment ({@link pgEnv}), name in errors, Debian package. */
+  options: { env: Record<string, string | undefined>; name: string; debianPackage: string };
+}
+
+/**
+ * The PostgreSQL client program `name` (`psql`, `pg_dump`, `pg_dumpall`, `pg_restore`) for
+ * `service`: the binary Debian's pg_wrapper would run, started without it ({@link pgClient}), with
+ * the service's libpq environment. Never rejects.
+ */
+export async function pgTool(service: ServiceTarget, name: string): Promise<PgTool> {
+  const client = await pgClient(name);
+  return {
+    command: client.command,
+    options: { env: { ...pgEnv(service), ...client.env }, name, debianPackage: DEBIAN_PACKAGE },
   };
 }
 
