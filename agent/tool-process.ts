@@ -264,6 +264,62 @@ export async function feedTool(input: Readable, proc: ToolProcess, through?: Tra
 }
 
 /**
+ * A tool's failure that only says its output pipe was closed under it (killed by SIGPIPE, or a
+ * "Broken pipe" write error): the consequence of its reader's exit, never a cause.
+ */
+export function isBrokenPipe(err: unknown): boolean {
+  return err instanceof ToolFailedError && /SIGPIPE|Broken pipe/i.test(err.message);
+}
+
+/**
+ * Streams `input` into `filter` (e.g. a decompressor), whose stdout is `tool`'s stdin (the two
+ * processes were started so: the bytes between them never pass through the agent), and waits for
+ * both. Like {@link feedTool}: once `filter` has closed its stdin, the rest of `input` is drained
+ * and discarded, so that the input's own errors at its end (a checksum mismatch) still surface;
+ * when `input` fails, both tools are killed (so that `tool` cannot take a truncated input for a
+ * whole one) and its error is thrown; when a tool fails, the input is stopped.
+ *
+ * `tool` may stop reading before the end (pg_restore does at the archive's last entry): `filter`
+ * then dies of a broken pipe, which is no failure when `tool` succeeded. Otherwise the most telling
+ * error is thrown: the input's, then the filter's own (a corrupt compressed stream), then the tool's.
+ */
+export async function feedToolThrough(
+  input: Readable,
+  filter: ToolProcess,
+  tool: ToolProcess,
+): Promise<void> {
+  const stdin = filter.child.stdin;
+  if (!stdin) throw new Error('feedToolThrough needs a filter spawned with stdin piped');
+  const sink = toolStdinSink(stdin);
+  const piped = pipeline(input, sink).catch((err: unknown) => {
+    filter.kill();
+    tool.kill();
+    throw err;
+  });
+  const toolDone = tool.wait().catch((err: unknown) => {
+    sink.destroy();
+    filter.kill();
+    throw err;
+  });
+  const filterDone = filter.wait().catch((err: unknown) => {
+    if (!isBrokenPipe(err)) {
+      sink.destroy();
+      tool.kill();
+    }
+    throw err;
+  });
+  const [p, f, t] = await Promise.allSettled([piped, filterDone, toolDone]);
+  const reason = (r: PromiseSettledResult<unknown>): unknown =>
+    r.status === 'rejected' ? (r.reason as unknown) : undefined;
+  if (p.status === 'rejected' && !isEpipe(p.reason) && !(reason(t) instanceof TaskAbortedError))
+    throw p.reason;
+  if (f.status === 'rejected' && !isBrokenPipe(f.reason) && !/SIGKILL/.test(String(f.reason))) throw f.reason;
+  if (t.status === 'rejected') throw t.reason;
+  if (f.status === 'rejected' && !isBrokenPipe(f.reason)) throw f.reason;
+  if (p.status === 'rejected') throw p.reason;
+}
+
+/**
  * A writable that forwards to a tool's stdin, with its backpressure, until that stdin closes (the
  * tool exited or closed it), and from then on discards what it is given. See {@link feedTool}.
  */
@@ -304,7 +360,12 @@ function toolStdinSink(stdin: Writable): Writable {
 
 function isEpipe(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET';
+  return (
+    code === 'EPIPE' ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    code === 'ECONNRESET' ||
+    code === 'ERR_STREAM_DESTROYED'
+  );
 }
 
 /** Resolves when `stream` ended or closed (errors included: the tool's exit status reports them). */
