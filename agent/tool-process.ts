@@ -263,6 +263,9 @@ export async function feedTool(input: Readable, proc: ToolProcess, through?: Tra
   if (pipeResult.status === 'rejected') throw pipeResult.reason;
 }
 
+/** How long a filter may take to exit on its own after its tool failed, before it is killed (ms). */
+const FILTER_GRACE_MS = 250;
+
 /**
  * A tool's failure that only says its output pipe was closed under it (killed by SIGPIPE, or a
  * "Broken pipe" write error): the consequence of its reader's exit, never a cause.
@@ -298,7 +301,9 @@ export async function feedToolThrough(
   });
   const toolDone = tool.wait().catch((err: unknown) => {
     sink.destroy();
-    filter.kill();
+    // A filter that failed on its own may close its output just before it exits, so that the
+    // tool's failure is seen first: a moment's grace lets its own error be the one reported.
+    setTimeout(() => filter.kill(), FILTER_GRACE_MS).unref();
     throw err;
   });
   const filterDone = filter.wait().catch((err: unknown) => {

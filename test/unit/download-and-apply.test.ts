@@ -59,7 +59,7 @@ describe('downloadAndApply', () => {
     }
   }
 
-  async function run(sha256: string, opts: { key?: string; readAfterMs?: number } = {}) {
+  async function run(sha256: string, opts: { key?: string; readAfterMs?: number; stored?: boolean } = {}) {
     let seen: Awaited<ReturnType<typeof consume>> | undefined;
     const done = downloadAndApply({
       client: undefined as unknown as grpc.Client,
@@ -71,6 +71,11 @@ describe('downloadAndApply', () => {
         if (opts.readAfterMs) await new Promise((r) => setTimeout(r, opts.readAfterMs));
         seen = await consume(input);
       },
+      applyCompressed: opts.stored
+        ? async (input) => {
+            seen = await consume(input);
+          }
+        : undefined,
       signal: new AbortController().signal,
       onBytes: () => undefined,
       direct: { storage, key: opts.key ?? 'a.sql.zst' },
@@ -94,6 +99,16 @@ describe('downloadAndApply', () => {
     assert.equal(seen.ended, false);
     assert.ok(seen.bytes <= raw.length, `${seen.bytes} bytes`);
     assert.ok(seen.error instanceof ArtifactCorruptError, String(seen.error));
+  });
+
+  it('with applyCompressed, gives the stored bytes instead, ended only after they matched, failed otherwise', async () => {
+    const good = await run(createHash('sha256').update(zst).digest('hex'), { stored: true });
+    assert.equal(good.result, undefined);
+    assert.deepEqual(good.seen, { ended: true, bytes: zst.length });
+    const bad = await run('0'.repeat(64), { stored: true });
+    assert.ok(bad.result instanceof ArtifactCorruptError, String(bad.result));
+    assert.equal(bad.seen.ended, false);
+    assert.ok(bad.seen.error instanceof ArtifactCorruptError, String(bad.seen.error));
   });
 
   it('fails, without crashing the agent, when the copy is missing and the engine starts reading late', async () => {
