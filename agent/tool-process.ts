@@ -267,11 +267,13 @@ export async function feedTool(input: Readable, proc: ToolProcess, through?: Tra
 const FILTER_GRACE_MS = 250;
 
 /**
- * A tool's failure that only says its output pipe was closed under it (killed by SIGPIPE, or a
- * "Broken pipe" write error): the consequence of its reader's exit, never a cause.
+ * A tool's failure that only says its output was closed under it (killed by SIGPIPE, or a "Broken
+ * pipe" or "Connection reset by peer" write error: a child's stdio pipe is a socket pair in
+ * libuv, and a socket whose reader exited with unread data resets): the consequence of its
+ * reader's exit, never a cause.
  */
 export function isBrokenPipe(err: unknown): boolean {
-  return err instanceof ToolFailedError && /SIGPIPE|Broken pipe/i.test(err.message);
+  return err instanceof ToolFailedError && /SIGPIPE|Broken pipe|Connection reset by peer/i.test(err.message);
 }
 
 /**
