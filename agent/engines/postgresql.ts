@@ -339,13 +339,19 @@ export class PostgresqlEngine implements Engine {
     input: ArchiveInput,
     ctx: EngineContext,
   ): Promise<void> {
-    const archive = await StreamHeadReplay.open(input.stream, ctx.workDir);
+    const [archive, restore, psql] = await Promise.all([
+      StreamHeadReplay.open(input.stream, ctx.workDir),
+      pgTool(service, 'pg_restore'),
+      pgTool(service, 'psql'),
+    ]);
     const started: ToolProcess[] = [];
     try {
-      // The data step's tools start now, beside the pre-data step: pg_restore reads the archive's
-      // header and table of contents before it connects, so it waits on its stdin (fed only
-      // after the staging database exists) and its start is off the critical path.
-      const restore = await pgTool(service, 'pg_restore');
+      // The pre-data step's tools start first (createStaging spawns them before its first await);
+      // the data step's start beside it: pg_restore reads the archive's header and table of
+      // contents before it connects, so it waits on its stdin (fed only after the staging
+      // database exists), and its start is off the critical path.
+      const staged = this.createStaging(db, staging, pre, maintenance, restore, psql, input, archive, ctx);
+      staged.catch(() => {}); // awaited below, also when the data step's tools fail to start
       const fill = spawnTool(
         restore.command,
         [
@@ -358,9 +364,12 @@ export class PostgresqlEngine implements Engine {
         { ...restore.options, stdio: ['pipe', 'ignore'], signal: ctx.signal },
       );
       started.push(fill);
-      const fillUnpacker = await startUnpacker(input, fill, ctx.signal);
+      const fillUnpacker = await startUnpacker(input, fill, ctx.signal).catch(async (err: unknown) => {
+        await staged.catch(() => {}); // never leave psql creating the staging database behind
+        throw err;
+      });
       started.push(fillUnpacker);
-      await this.createStaging(service, db, staging, pre, maintenance, input, archive, ctx);
+      await staged;
       ctx.signal.throwIfAborted();
       await feedToolThrough(await archive.replay(), fillUnpacker, fill);
       await archive.finished(); // the whole artifact went through, and matched its SHA-256
@@ -376,16 +385,16 @@ export class PostgresqlEngine implements Engine {
    * `staging`, into psql.
    */
   private async createStaging(
-    service: ServiceTarget,
     db: string,
     staging: string,
     pre: string,
     maintenance: string,
+    restore: PgTool,
+    psqlTool: PgTool,
     input: ArchiveInput,
     archive: StreamHeadReplay,
     ctx: EngineContext,
   ): Promise<void> {
-    const [restore, psqlTool] = await Promise.all([pgTool(service, 'pg_restore'), pgTool(service, 'psql')]);
     const script = spawnTool(restore.command, ['--create', '--section=pre-data', '--file=-'], {
       ...restore.options,
       stdio: ['pipe', 'pipe'],
