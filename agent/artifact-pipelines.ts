@@ -1,4 +1,4 @@
-import { Transform, type Readable, type Writable } from 'node:stream';
+import { PassThrough, Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type * as grpc from '@grpc/grpc-js';
 import type { WireArtifact } from '../shared/wire.js';
@@ -173,10 +173,13 @@ async function compress(opts: Parameters<typeof compressAndUpload>[0]): Promise<
 
 /**
  * Downloads an artifact, decompresses it and hands the raw stream to `apply`
- * (a restore tool or the archive extractor). Resolves when `apply` is done and
- * the artifact's size and SHA-256 matched the manifest.
+ * (a restore tool or the archive extractor), or, with `applyCompressed`, hands
+ * the stored (decrypted, still compressed) stream to that instead, for an
+ * engine that decompresses it straight into its own tools
+ * (Engine.restoreCompressed). Resolves when the apply is done and the
+ * artifact's size and SHA-256 matched the manifest.
  *
- * The raw stream ends only once every byte of the artifact has arrived and
+ * The stream given ends only once every byte of the artifact has arrived and
  * matched the manifest's size and SHA-256; when they differ it fails with the
  * ArtifactCorruptError instead of ending. An engine that applies nothing to
  * live data before its input ends (a staging database or directory swapped in
@@ -189,6 +192,8 @@ export async function downloadAndApply(opts: {
   taskId: string;
   artifact: WireArtifact;
   apply: (raw: Readable) => Promise<unknown>;
+  /** When set, called with the stored stream instead of `apply` with the raw one. */
+  applyCompressed?: (stored: Readable) => Promise<unknown>;
   /** The agent's key; required (with a matching fingerprint) when the artifact is encrypted. */
   encryption?: EncryptionKey;
   signal: AbortSignal;
@@ -197,9 +202,12 @@ export async function downloadAndApply(opts: {
   direct?: { storage: StorageBackend; key: string };
 }): Promise<void> {
   checkKeyFor(opts.artifact, opts.encryption);
-  const dec = await startDecompressor(opts.artifact.compression, opts.signal);
+  const dec = opts.applyCompressed
+    ? undefined
+    : await startDecompressor(opts.artifact.compression, opts.signal);
   const age = opts.artifact.encryption ? startDecryptor(opts.encryption!, opts.signal) : undefined;
-  const sink = (age ?? dec).child.stdin!;
+  const stored = dec || age ? undefined : new PassThrough({ highWaterMark: 1024 * 1024 });
+  const sink = (age?.child.stdin ?? dec?.child.stdin ?? stored)!;
   const progress = { onBytes: opts.onBytes, signal: opts.signal };
   const downloaded = opts.direct
     ? downloadFromStorage(opts.direct.storage, opts.direct.key, opts.artifact, sink, progress)
@@ -209,6 +217,16 @@ export async function downloadAndApply(opts: {
         sink,
         progress,
       );
+  const kill = (): void => {
+    dec?.kill();
+    age?.kill();
+  };
+  if (!dec) {
+    // The stored bytes: what the decryptor writes, or the download itself.
+    const out = keepOutput(age ? age.child.stdout! : stored!, downloaded);
+    await allOrFirstError([opts.applyCompressed!(out), ...(age ? [age.wait()] : []), downloaded], kill);
+    return;
+  }
   // An engine may first run other work (e.g. PostgreSQL drops the database)
   // before it reads; a small artifact is fully decompressed by then.
   const raw = keepOutput(dec.child.stdout!, downloaded);
@@ -219,10 +237,7 @@ export async function downloadAndApply(opts: {
       ...(age ? [pipeline(age.child.stdout!, dec.child.stdin!), age.wait()] : []),
       downloaded,
     ],
-    () => {
-      dec.kill();
-      age?.kill();
-    },
+    kill,
   );
 }
 

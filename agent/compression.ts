@@ -1,11 +1,9 @@
 import { cpus } from 'node:os';
 import { InvalidArgumentError } from '../shared/errors.js';
-import { spawnTool, toolOnPath, type ToolProcess } from './tool-process.js';
+import { spawnTool, toolOnPath, type ToolProcess, type ToolStdio } from './tool-process.js';
 
 /** Compression of artifacts; recorded per artifact in the manifest. */
 export type CompressionName = 'zstd' | 'gzip';
-
-const PIPES = ['pipe', 'pipe'] as const;
 
 /** The compressor's stdout: a pipe the agent reads, or a file's descriptor it writes itself. */
 export type CompressorOutput = 'pipe' | number;
@@ -98,15 +96,23 @@ export function threadShare(running: number, cores: number = cpus().length): num
 }
 
 /**
- * Starts a decompressor process for an artifact's compression.
+ * Starts a decompressor process for an artifact's compression: compressed bytes into
+ * `child.stdin`, raw bytes out of `child.stdout`, or straight into `output`.
  *
+ * @param output the decompressor's stdout: `'pipe'` (`child.stdout`, the default), or another
+ *   process's stdin (a stream backed by a pipe: the raw bytes then go from process to process and
+ *   never enter the agent; the caller closes its own end of that pipe).
  * @throws ToolMissingError naming the Debian package when the tool is absent.
  */
-export async function startDecompressor(name: string, signal?: AbortSignal) {
+export async function startDecompressor(
+  name: string,
+  signal?: AbortSignal,
+  output: ToolStdio = 'pipe',
+): Promise<ToolProcess> {
   const c = check(name);
-  if (c === 'zstd')
-    return spawnTool('zstd', ['-q', '-d', '-c'], { signal, debianPackage: 'zstd', stdio: PIPES });
+  const stdio = ['pipe', output] as const;
+  if (c === 'zstd') return spawnTool('zstd', ['-q', '-d', '-c'], { signal, debianPackage: 'zstd', stdio });
   if (await toolOnPath('pigz'))
-    return spawnTool('pigz', ['-d', '-c'], { signal, debianPackage: 'pigz', stdio: PIPES });
-  return spawnTool('gzip', ['-d', '-c'], { signal, debianPackage: 'gzip', stdio: PIPES });
+    return spawnTool('pigz', ['-d', '-c'], { signal, debianPackage: 'pigz', stdio });
+  return spawnTool('gzip', ['-d', '-c'], { signal, debianPackage: 'gzip', stdio });
 }

@@ -676,6 +676,10 @@ export class TaskRunner {
             taskId: task.taskId,
             artifact: a,
             apply: (raw) => engine.restore(service, unit, raw, ctx),
+            applyCompressed: engine.restoreCompressed
+              ? (stream) =>
+                  engine.restoreCompressed!(service, unit, { stream, compression: a.compression }, ctx)
+              : undefined,
             encryption: this.encryption,
             signal: ctx.signal,
             onBytes: (n) => report(n),

@@ -48,6 +48,8 @@ export interface SpawnToolOptions {
   onStderrLine?: (line: string) => void;
   /** Working directory of the child. */
   cwd?: string;
+  /** The tool's name in errors when `cmd` is a path (e.g. `psql` for `/usr/lib/postgresql/15/bin/psql`). */
+  name?: string;
 }
 
 export interface ToolProcess {
@@ -73,6 +75,7 @@ export interface ToolProcess {
  */
 export function spawnTool(cmd: string, args: readonly string[], opts: SpawnToolOptions): ToolProcess {
   const [stdin, stdout] = opts.stdio ?? ['ignore', 'pipe'];
+  const name = opts.name ?? cmd;
   const child = spawn(cmd, args, {
     env: opts.env ? { ...process.env, ...opts.env } : process.env,
     stdio: [stdin, stdout, 'pipe'],
@@ -120,17 +123,17 @@ export function spawnTool(cmd: string, args: readonly string[], opts: SpawnToolO
       if (settled) return;
       settled = true;
       opts.signal?.removeEventListener('abort', onAbort);
-      if (err.code === 'ENOENT') reject(new ToolMissingError(cmd, opts.debianPackage, { cause: err }));
-      else reject(new ToolFailedError(cmd, null, null, `could not start: ${err.message}`));
+      if (err.code === 'ENOENT') reject(new ToolMissingError(name, opts.debianPackage, { cause: err }));
+      else reject(new ToolFailedError(name, null, null, `could not start: ${err.message}`));
     });
     child.once('exit', (code, sig) => {
       void stderrDone.then(() => {
         if (settled) return;
         settled = true;
         opts.signal?.removeEventListener('abort', onAbort);
-        if (aborted) reject(new TaskAbortedError(`${cmd} was stopped`));
+        if (aborted) reject(new TaskAbortedError(`${name} was stopped`));
         else if (code === 0) resolve();
-        else reject(new ToolFailedError(cmd, code, sig, tail.text()));
+        else reject(new ToolFailedError(name, code, sig, tail.text()));
       });
     });
   });
@@ -173,7 +176,12 @@ export async function runTool(cmd: string, args: readonly string[], opts: RunToo
     await proc.wait();
   } catch (err) {
     if (overflow)
-      throw new ToolFailedError(cmd, null, null, `output larger than ${RUN_TOOL_MAX_STDOUT} bytes`);
+      throw new ToolFailedError(
+        opts.name ?? cmd,
+        null,
+        null,
+        `output larger than ${RUN_TOOL_MAX_STDOUT} bytes`,
+      );
     throw err;
   }
   await stdoutDone;
@@ -255,6 +263,69 @@ export async function feedTool(input: Readable, proc: ToolProcess, through?: Tra
   if (pipeResult.status === 'rejected') throw pipeResult.reason;
 }
 
+/** How long a filter may take to exit on its own after its tool failed, before it is killed (ms). */
+const FILTER_GRACE_MS = 250;
+
+/**
+ * A tool's failure that only says its output was closed under it (killed by SIGPIPE, or a "Broken
+ * pipe" or "Connection reset by peer" write error: a child's stdio pipe is a socket pair in
+ * libuv, and a socket whose reader exited with unread data resets): the consequence of its
+ * reader's exit, never a cause.
+ */
+export function isBrokenPipe(err: unknown): boolean {
+  return err instanceof ToolFailedError && /SIGPIPE|Broken pipe|Connection reset by peer/i.test(err.message);
+}
+
+/**
+ * Streams `input` into `filter` (e.g. a decompressor), whose stdout is `tool`'s stdin (the two
+ * processes were started so: the bytes between them never pass through the agent), and waits for
+ * both. Like {@link feedTool}: once `filter` has closed its stdin, the rest of `input` is drained
+ * and discarded, so that the input's own errors at its end (a checksum mismatch) still surface;
+ * when `input` fails, both tools are killed (so that `tool` cannot take a truncated input for a
+ * whole one) and its error is thrown; when a tool fails, the input is stopped.
+ *
+ * `tool` may stop reading before the end (pg_restore does at the archive's last entry): `filter`
+ * then dies of a broken pipe, which is no failure when `tool` succeeded. Otherwise the most telling
+ * error is thrown: the input's, then the filter's own (a corrupt compressed stream), then the tool's.
+ */
+export async function feedToolThrough(
+  input: Readable,
+  filter: ToolProcess,
+  tool: ToolProcess,
+): Promise<void> {
+  const stdin = filter.child.stdin;
+  if (!stdin) throw new Error('feedToolThrough needs a filter spawned with stdin piped');
+  const sink = toolStdinSink(stdin);
+  const piped = pipeline(input, sink).catch((err: unknown) => {
+    filter.kill();
+    tool.kill();
+    throw err;
+  });
+  const toolDone = tool.wait().catch((err: unknown) => {
+    sink.destroy();
+    // A filter that failed on its own may close its output just before it exits, so that the
+    // tool's failure is seen first: a moment's grace lets its own error be the one reported.
+    setTimeout(() => filter.kill(), FILTER_GRACE_MS).unref();
+    throw err;
+  });
+  const filterDone = filter.wait().catch((err: unknown) => {
+    if (!isBrokenPipe(err)) {
+      sink.destroy();
+      tool.kill();
+    }
+    throw err;
+  });
+  const [p, f, t] = await Promise.allSettled([piped, filterDone, toolDone]);
+  const reason = (r: PromiseSettledResult<unknown>): unknown =>
+    r.status === 'rejected' ? (r.reason as unknown) : undefined;
+  if (p.status === 'rejected' && !isEpipe(p.reason) && !(reason(t) instanceof TaskAbortedError))
+    throw p.reason;
+  if (f.status === 'rejected' && !isBrokenPipe(f.reason) && !/SIGKILL/.test(String(f.reason))) throw f.reason;
+  if (t.status === 'rejected') throw t.reason;
+  if (f.status === 'rejected' && !isBrokenPipe(f.reason)) throw f.reason;
+  if (p.status === 'rejected') throw p.reason;
+}
+
 /**
  * A writable that forwards to a tool's stdin, with its backpressure, until that stdin closes (the
  * tool exited or closed it), and from then on discards what it is given. See {@link feedTool}.
@@ -296,7 +367,12 @@ function toolStdinSink(stdin: Writable): Writable {
 
 function isEpipe(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET';
+  return (
+    code === 'EPIPE' ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    code === 'ECONNRESET' ||
+    code === 'ERR_STREAM_DESTROYED'
+  );
 }
 
 /** Resolves when `stream` ended or closed (errors included: the tool's exit status reports them). */

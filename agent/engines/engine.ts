@@ -40,6 +40,14 @@ export interface DumpUnit {
   snapshot?: string;
 }
 
+/** An artifact as stored, for {@link Engine.restoreCompressed}. */
+export interface CompressedInput {
+  /** The stored bytes (decrypted when the artifact is encrypted), still compressed. */
+  stream: Readable;
+  /** The artifact's compression (`zstd`, `gzip`), for `startDecompressor` (agent/compression.ts). */
+  compression: string;
+}
+
 /** A running dump that writes into the `into` it was given (see {@link Engine.dump}). */
 export interface DumpRun {
   /** Resolves when the dump finished successfully; rejects with ToolFailedError otherwise. */
@@ -103,6 +111,19 @@ export interface Engine {
    * first artifact to the agent: an engine must keep it.
    */
   restore(service: ServiceTarget, unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void>;
+  /**
+   * Optional: {@link restore} from the artifact as stored (still compressed, already decrypted),
+   * for an engine that starts the decompressor itself with its own tool's stdin as the
+   * decompressor's stdout, so that the raw bytes go from process to process and never through
+   * the agent. The agent then uses it instead of {@link restore}, with the same contract: it ends
+   * `input.stream` only once the artifact matched its manifest size and SHA-256.
+   */
+  restoreCompressed?(
+    service: ServiceTarget,
+    unit: DumpUnit,
+    input: CompressedInput,
+    ctx: EngineContext,
+  ): Promise<void>;
   /**
    * Drops the pre-restore copies that restores of `service` kept: those of the databases named
    * in the config, or all of them on the server when it names none. Meant to run after the next

@@ -38,10 +38,9 @@ import type { TableStats } from '../../shared/drill-stats.js';
 import { errorMessage, TaskAbortedError, ToolFailedError } from '../../shared/errors.js';
 import { feedTool, runTool, spawnTool } from '../tool-process.js';
 import type { EngineContext, ServiceTarget } from './engine.js';
-import { conninfo, pgEnv } from './postgresql.js';
+import { conninfo, pgTool } from './postgresql.js';
 import { drillName, POSTGRES_NAME_LIMIT } from './staging-names.js';
 
-const DEBIAN_PACKAGE = 'postgresql-client';
 /** How long dropping a drill's scratch database may take, ms (it is not tied to the task's signal). */
 const DROP_TIMEOUT_MS = 120_000;
 const END_MARK = 'envsnap-stats-end';
@@ -152,15 +151,15 @@ export async function postgresqlTableStats(
   rowHash: PgRowHash | undefined,
   ctx: EngineContext,
 ): Promise<TableStats[]> {
-  const out = await runTool('psql', [...PSQL_ARGS, `--dbname=${conninfo(db)}`, '-f', '-'], {
-    env: pgEnv(service),
+  const psql = await pgTool(service, 'psql');
+  const out = await runTool(psql.command, [...PSQL_ARGS, `--dbname=${conninfo(db)}`, '-f', '-'], {
+    ...psql.options,
     input:
       RENDER_SETTINGS +
       'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n' +
       statsScript(rowHash) +
       'COMMIT;\n',
     signal: ctx.signal,
-    debianPackage: DEBIAN_PACKAGE,
   });
   const lines = out.split('\n').filter((l) => l !== '');
   if (lines.at(-1) !== END_MARK) throw new Error('psql did not print the end of the table stats');
@@ -190,11 +189,11 @@ export async function startPostgresqlStats(
   checksums: boolean,
   ctx: EngineContext,
 ): Promise<PostgresqlStatsSession> {
-  const proc = spawnTool('psql', [...PSQL_ARGS, `--dbname=${conninfo(db)}`, '-f', '-'], {
-    env: pgEnv(service),
+  const psql = await pgTool(service, 'psql');
+  const proc = spawnTool(psql.command, [...PSQL_ARGS, `--dbname=${conninfo(db)}`, '-f', '-'], {
+    ...psql.options,
     stdio: ['pipe', 'pipe'],
     signal: ctx.signal,
-    debianPackage: DEBIAN_PACKAGE,
   });
   const stdin = proc.child.stdin!;
   const exited = proc.wait();
@@ -266,7 +265,8 @@ async function psqlMaintenance(
   const args = [...PSQL_ARGS];
   for (const [k, v] of Object.entries(vars)) args.push('-v', `${k}=${v}`);
   args.push(`--dbname=${conninfo(db === 'postgres' ? 'template1' : 'postgres')}`);
-  await runTool('psql', args, { env: pgEnv(service), input: sql, signal, debianPackage: DEBIAN_PACKAGE });
+  const psql = await pgTool(service, 'psql');
+  await runTool(psql.command, args, { ...psql.options, input: sql, signal });
 }
 
 /**
@@ -290,15 +290,11 @@ export async function drillPostgresql(
   let failure: unknown;
   try {
     await psqlMaintenance(service, CREATE_SCRATCH_SQL, { scratch, db }, db, ctx.signal);
+    const pgRestore = await pgTool(service, 'pg_restore');
     const restore = spawnTool(
-      'pg_restore',
+      pgRestore.command,
       ['--exit-on-error', '--no-password', `--dbname=${conninfo(scratch)}`],
-      {
-        env: pgEnv(service),
-        stdio: ['pipe', 'ignore'],
-        signal: ctx.signal,
-        debianPackage: DEBIAN_PACKAGE,
-      },
+      { ...pgRestore.options, stdio: ['pipe', 'ignore'], signal: ctx.signal },
     );
     await feedTool(input, restore);
     ctx.signal.throwIfAborted();

@@ -53,7 +53,17 @@
  *         pg_restore sends it (COPY), not as script text parsed by psql, and the load still
  *         overlaps the download. Without `--create` nothing of this run can address another
  *         database. Its archive entries run as the connecting role, one transaction each; a
- *         failure leaves a half-filled staging database, which is dropped.
+ *         failure leaves a half-filled staging database, which is dropped. This pg_restore is
+ *         started beside step a: it reads the archive's table of contents before it connects, so
+ *         it waits on its stdin until the staging database exists, and its start costs no wall.
+ *      Each pg_restore reads the archive from a process of its own, whose stdout is the
+ *      pg_restore's stdin: the artifact's decompressor (`zstd -d`) when the agent restores a
+ *      stored artifact ({@link PostgresqlEngine.restoreCompressed}), `cat` for a raw archive. The
+ *      agent handles, and spools, only the compressed bytes (4 MB for the 410 MB pgbench archive);
+ *      the first decompressor dies of a broken pipe once the first pg_restore has exited, and the
+ *      second one decompresses the artifact again from its start. Moving the raw archive through
+ *      the agent cost 2.7-4.1 s of agent CPU per 410 MB, beside a server that needs both cores
+ *      (docs/benchmarks.md).
  *      Owners are kept (no `--no-owner`): the globals, restored first, bring the roles back. The
  *      split differs from one pg_restore run in one way: grants on tables and other objects
  *      (pre-data) are applied before the data, not after it, which matters only to a loading
@@ -90,9 +100,19 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { errorMessage, TaskAbortedError, ToolFailedError } from '../../shared/errors.js';
-import { feedTool, runTool, spawnTool } from '../tool-process.js';
+import { startDecompressor } from '../compression.js';
+import { feedToolThrough, isBrokenPipe, runTool, spawnTool, type ToolProcess } from '../tool-process.js';
 import { artifactFileName } from './artifact-name.js';
-import type { DumpProcess, DumpRun, DumpUnit, Engine, EngineContext, ServiceTarget } from './engine.js';
+import type {
+  CompressedInput,
+  DumpProcess,
+  DumpRun,
+  DumpUnit,
+  Engine,
+  EngineContext,
+  ServiceTarget,
+} from './engine.js';
+import { pgClient } from './pg-client.js';
 import { rewritePgScriptToStaging } from './postgresql-script-rewrite.js';
 import {
   isPreRestoreName,
@@ -193,7 +213,6 @@ export class PostgresqlEngine implements Engine {
 
   dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext): Promise<DumpProcess>;
   dump(service: ServiceTarget, unit: DumpUnit, ctx: EngineContext, into: Writable): Promise<DumpRun>;
-  // eslint-disable-next-line @typescript-eslint/require-await -- async so that a spawn error rejects
   async dump(
     service: ServiceTarget,
     unit: DumpUnit,
@@ -214,11 +233,11 @@ export class PostgresqlEngine implements Engine {
               `--dbname=${conninfo(unit.database)}`,
             ],
           ];
-    const proc = spawnTool(cmd, args, {
-      env: pgEnv(service),
+    const tool = await pgTool(service, cmd);
+    const proc = spawnTool(tool.command, args, {
+      ...tool.options,
       stdio: ['ignore', into ?? 'pipe'],
       signal: ctx.signal,
-      debianPackage: DEBIAN_PACKAGE,
     });
     if (into) {
       into.destroy(); // the tool holds the pipe now (see Engine.dump)
@@ -231,10 +250,34 @@ export class PostgresqlEngine implements Engine {
 
   /**
    * Restores the globals, or one database through `<db>__envsnap_staging` and a swap, keeping the
-   * previous data as `<db>__envsnap_pre_restore` (see the file comment). Rejects with
-   * ToolFailedError (the live database is then as it was), ArtifactCorruptError or TaskAbortedError.
+   * previous data as `<db>__envsnap_pre_restore` (see the file comment), from the raw archive:
+   * the tools read it through `cat`, as they read a stored artifact through its decompressor
+   * ({@link restoreCompressed}). Rejects with ToolFailedError (the live database is then as it
+   * was), ArtifactCorruptError or TaskAbortedError.
    */
-  async restore(service: ServiceTarget, unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void> {
+  restore(service: ServiceTarget, unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void> {
+    return this.restoreFrom(service, unit, { stream: input }, ctx);
+  }
+
+  /**
+   * {@link restore} from the artifact as stored: the decompressor writes straight into the psql
+   * or pg_restore that reads it, so the raw archive never passes through the agent.
+   */
+  restoreCompressed(
+    service: ServiceTarget,
+    unit: DumpUnit,
+    input: CompressedInput,
+    ctx: EngineContext,
+  ): Promise<void> {
+    return this.restoreFrom(service, unit, input, ctx);
+  }
+
+  private async restoreFrom(
+    service: ServiceTarget,
+    unit: DumpUnit,
+    input: ArchiveInput,
+    ctx: EngineContext,
+  ): Promise<void> {
     if (unit.format === 'pg_globals') return this.restoreGlobals(service, input, ctx);
     const db = unit.database;
     const staging = stagingName(db, POSTGRES_NAME_LIMIT);
@@ -283,7 +326,9 @@ export class PostgresqlEngine implements Engine {
   /**
    * Step 2 of a database restore: the archive's pre-data section (the staging database with the
    * backup's properties, and the schema) as a script, rewritten to `staging`, into psql; then its
-   * data and post-data sections straight into `staging` with pg_restore. See the file comment.
+   * data and post-data sections straight into `staging` with pg_restore. Each pg_restore reads the
+   * archive from its own unpacker ({@link startUnpacker}), fed the input from its first byte
+   * ({@link StreamHeadReplay}). See the file comment.
    */
   private async load(
     service: ServiceTarget,
@@ -291,15 +336,24 @@ export class PostgresqlEngine implements Engine {
     staging: string,
     pre: string,
     maintenance: string,
-    input: Readable,
+    input: ArchiveInput,
     ctx: EngineContext,
   ): Promise<void> {
-    const archive = await StreamHeadReplay.open(input, ctx.workDir);
+    const [archive, restore, psql] = await Promise.all([
+      StreamHeadReplay.open(input.stream, ctx.workDir),
+      pgTool(service, 'pg_restore'),
+      pgTool(service, 'psql'),
+    ]);
+    const started: ToolProcess[] = [];
     try {
-      await this.createStaging(service, db, staging, pre, maintenance, archive, ctx);
-      ctx.signal.throwIfAborted();
+      // The pre-data step's tools start first (createStaging spawns them before its first await);
+      // the data step's start beside it: pg_restore reads the archive's header and table of
+      // contents before it connects, so it waits on its stdin (fed only after the staging
+      // database exists), and its start is off the critical path.
+      const staged = this.createStaging(db, staging, pre, maintenance, restore, psql, input, archive, ctx);
+      staged.catch(() => {}); // awaited below, also when the data step's tools fail to start
       const fill = spawnTool(
-        'pg_restore',
+        restore.command,
         [
           '--exit-on-error',
           '--no-password',
@@ -307,64 +361,84 @@ export class PostgresqlEngine implements Engine {
           '--section=post-data',
           `--dbname=${conninfo(staging)}`,
         ],
-        { env: pgEnv(service), stdio: ['pipe', 'ignore'], signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
+        { ...restore.options, stdio: ['pipe', 'ignore'], signal: ctx.signal },
       );
-      await feedTool(await archive.replay(), fill);
+      started.push(fill);
+      const fillUnpacker = await startUnpacker(input, fill, ctx.signal).catch(async (err: unknown) => {
+        await staged.catch(() => {}); // never leave psql creating the staging database behind
+        throw err;
+      });
+      started.push(fillUnpacker);
+      await staged;
+      ctx.signal.throwIfAborted();
+      await feedToolThrough(await archive.replay(), fillUnpacker, fill);
       await archive.finished(); // the whole artifact went through, and matched its SHA-256
     } finally {
+      for (const tool of started) tool.kill();
       await archive.dispose();
     }
   }
 
   /**
    * Step 2a: `pg_restore --create --section=pre-data --file=-`, which reads only the archive's
-   * table of contents (the start of `archive`), rewritten to `staging`, into psql.
+   * table of contents (the start of `archive`, through an unpacker of its own), rewritten to
+   * `staging`, into psql.
    */
   private async createStaging(
-    service: ServiceTarget,
     db: string,
     staging: string,
     pre: string,
     maintenance: string,
+    restore: PgTool,
+    psqlTool: PgTool,
+    input: ArchiveInput,
     archive: StreamHeadReplay,
     ctx: EngineContext,
   ): Promise<void> {
-    const env = pgEnv(service);
-    const script = spawnTool('pg_restore', ['--create', '--section=pre-data', '--file=-'], {
-      env,
+    const script = spawnTool(restore.command, ['--create', '--section=pre-data', '--file=-'], {
+      ...restore.options,
       stdio: ['pipe', 'pipe'],
       signal: ctx.signal,
-      debianPackage: DEBIAN_PACKAGE,
     });
     const psql = spawnTool(
-      'psql',
+      psqlTool.command,
       ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', `--dbname=${conninfo(maintenance)}`, '-f', '-'],
-      { env, stdio: ['pipe', 'ignore'], signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
+      { ...psqlTool.options, stdio: ['pipe', 'ignore'], signal: ctx.signal },
     );
-    const scriptIn = script.child.stdin;
-    const scriptOut = script.child.stdout;
-    const psqlIn = psql.child.stdin;
-    if (!scriptIn || !scriptOut || !psqlIn) throw new Error('pg_restore or psql started without pipes');
-    const stopBoth = (): void => {
+    let unpacker: ToolProcess | undefined;
+    const stopAll = (): void => {
       script.kill();
       psql.kill();
+      unpacker?.kill();
     };
+    try {
+      unpacker = await startUnpacker(input, script, ctx.signal);
+    } catch (err) {
+      stopAll();
+      throw err;
+    }
+    const scriptOut = script.child.stdout;
+    const psqlIn = psql.child.stdin;
+    const unpackerIn = unpacker.child.stdin;
+    if (!scriptOut || !psqlIn || !unpackerIn) throw new Error('pg_restore or psql started without pipes');
     // Step 1, in the loading session (no tool start or connection of its own): a leftover staging
     // database and the older pre-restore copy go first. psql runs them before the script that
     // follows on its stdin. The copy goes before the load, not after: see the file comment.
     psqlIn.write(dropIfExistsSql(nameExpression(staging)) + dropIfExistsSql(nameExpression(pre)));
-    // Any failure stops both tools, so that psql never commits a script cut short.
-    const fed = archive.feedHead(scriptIn).catch((err: unknown) => {
-      stopBoth();
+    // Any failure stops every tool, so that psql never commits a script cut short. The unpacker
+    // dies of a broken pipe once pg_restore has read the table of contents and exited: that ends
+    // the head's feed.
+    const fed = archive.feedHead(unpackerIn).catch((err: unknown) => {
+      stopAll();
       throw err;
     });
     const rewritten = pipeline(scriptOut, rewritePgScriptToStaging(db, staging), psqlIn).catch(
       (err: unknown) => {
-        stopBoth();
+        stopAll();
         throw err;
       },
     );
-    const [head, rewrite, restored, loaded] = await Promise.allSettled([
+    const [head, rewrite, restored, loaded, unpacked] = await Promise.allSettled([
       fed,
       rewritten,
       script.wait(),
@@ -372,25 +446,30 @@ export class PostgresqlEngine implements Engine {
         script.kill();
         throw err;
       }),
+      unpacker.wait(),
     ]);
+    unpacker.kill();
     if (ctx.signal.aborted) throw new TaskAbortedError(`restore of ${db} was stopped`);
     // The most telling failure first: the input's or the rewriter's own error, then the tool that
-    // failed on its own (psql with the SQL error; pg_restore on a damaged archive).
-    const failures = [head, rewrite, loaded, restored].filter((r) => r.status === 'rejected');
+    // failed on its own (psql with the SQL error; the unpacker on a corrupt artifact; pg_restore
+    // on a damaged archive). The unpacker's failure alone fails nothing: pg_restore had what it
+    // needed, and the data step reads the same bytes again.
+    const failures = [head, rewrite, loaded, unpacked, restored].filter((r) => r.status === 'rejected');
     const reason = (r: PromiseSettledResult<unknown> | undefined): unknown =>
       r?.status === 'rejected' ? (r.reason as unknown) : undefined;
     // A pipe closed early (EPIPE, premature close) is the consequence of a tool that stopped, never the cause.
     const isPipe = (r: PromiseSettledResult<unknown>): boolean =>
+      isBrokenPipe(reason(r)) ||
       /EPIPE|ERR_STREAM_PREMATURE_CLOSE|ECONNRESET/.test(
         String((reason(r) as NodeJS.ErrnoException | undefined)?.code ?? ''),
       );
-    if (failures.length > 0) {
+    if (failures.some((r) => r !== unpacked)) {
       const own = failures.find(
         (r) =>
           !isPipe(r) &&
           (!(reason(r) instanceof ToolFailedError) || !/SIGKILL|SIGPIPE/.test(errorMessage(reason(r)))),
       );
-      throw reason(own ?? failures[0]);
+      throw reason(own ?? failures.find((r) => r !== unpacked) ?? failures[0]);
     }
   }
 
@@ -407,10 +486,11 @@ export class PostgresqlEngine implements Engine {
     maintenance: string,
     signal: AbortSignal,
   ): Promise<boolean> {
+    const psql = await pgTool(service, 'psql');
     for (let attempt = 1; ; attempt++) {
       try {
         const out = await runTool(
-          'psql',
+          psql.command,
           [
             '-X',
             '-q',
@@ -427,7 +507,7 @@ export class PostgresqlEngine implements Engine {
             `pre=${pre}`,
             `--dbname=${conninfo(maintenance)}`,
           ],
-          { env: pgEnv(service), input: SWAP_SQL, signal, debianPackage: DEBIAN_PACKAGE },
+          { ...psql.options, input: SWAP_SQL, signal },
         );
         return out.split('\n').includes(SWAP_EXISTED_MARK);
       } catch (err) {
@@ -444,8 +524,9 @@ export class PostgresqlEngine implements Engine {
     maintenance: string,
     signal: AbortSignal,
   ): Promise<void> {
+    const psql = await pgTool(service, 'psql');
     await runTool(
-      'psql',
+      psql.command,
       [
         '-X',
         '-q',
@@ -456,21 +537,25 @@ export class PostgresqlEngine implements Engine {
         `db=${name}`,
         `--dbname=${conninfo(maintenance)}`,
       ],
-      { env: pgEnv(service), input: DROP_DATABASE_SQL, signal, debianPackage: DEBIAN_PACKAGE },
+      { ...psql.options, input: DROP_DATABASE_SQL, signal },
     );
   }
 
-  private async restoreGlobals(service: ServiceTarget, input: Readable, ctx: EngineContext): Promise<void> {
+  private async restoreGlobals(
+    service: ServiceTarget,
+    input: ArchiveInput,
+    ctx: EngineContext,
+  ): Promise<void> {
     let alreadyExists = 0;
     const otherErrors: string[] = [];
+    const psql = await pgTool(service, 'psql');
     const proc = spawnTool(
-      'psql',
+      psql.command,
       ['-X', '-q', '--no-password', `--dbname=${conninfo('postgres')}`, '-f', '-'],
       {
-        env: pgEnv(service),
+        ...psql.options,
         stdio: ['pipe', 'ignore'],
         signal: ctx.signal,
-        debianPackage: DEBIAN_PACKAGE,
         onStderrLine: (line) => {
           const message = /\bERROR:\s+(.*)$/.exec(line)?.[1];
           if (message === undefined) return;
@@ -479,7 +564,11 @@ export class PostgresqlEngine implements Engine {
         },
       },
     );
-    await feedTool(input, proc);
+    const unpacker = await startUnpacker(input, proc, ctx.signal).catch((err: unknown) => {
+      proc.kill();
+      throw err;
+    });
+    await feedToolThrough(input.stream, unpacker, proc);
     if (alreadyExists > 0) ctx.log(`globals: ${alreadyExists} statements skipped, the objects already exist`);
     if (otherErrors.length > 0) {
       const shown = otherErrors.slice(0, 5).join('; ');
@@ -500,8 +589,9 @@ export class PostgresqlEngine implements Engine {
     sql: string,
     ctx: { signal: AbortSignal },
   ): Promise<string[]> {
+    const psql = await pgTool(service, 'psql');
     const out = await runTool(
-      'psql',
+      psql.command,
       [
         '-X',
         '--no-password',
@@ -514,12 +604,41 @@ export class PostgresqlEngine implements Engine {
         '-c',
         sql,
       ],
-      { env: pgEnv(service), signal: ctx.signal, debianPackage: DEBIAN_PACKAGE },
+      { ...psql.options, signal: ctx.signal },
     );
     return out
       .split('\0')
       .map((name) => name.replace(/^\n/, ''))
       .filter((name) => name !== '');
+  }
+}
+
+/** What a restore reads: the raw archive, or the artifact as stored with its compression. */
+interface ArchiveInput {
+  stream: Readable;
+  /** The stream's compression; absent: the stream is the raw archive. */
+  compression?: string;
+}
+
+/**
+ * Starts the process that turns `input`'s bytes into the archive for `tool` (spawned with stdin
+ * piped): the artifact's decompressor, or `cat` for a raw archive, with `tool`'s stdin as its
+ * stdout. The agent's own end of that pipe is closed, so the archive goes from process to
+ * process (`tool` sees its end when the unpacker exits). Rejects with ToolMissingError.
+ */
+async function startUnpacker(
+  input: ArchiveInput,
+  tool: ToolProcess,
+  signal: AbortSignal,
+): Promise<ToolProcess> {
+  const into = tool.child.stdin;
+  if (!into) throw new Error('the archive reader started without a stdin pipe');
+  try {
+    return input.compression
+      ? await startDecompressor(input.compression, signal, into)
+      : spawnTool('cat', [], { stdio: ['pipe', into], signal, debianPackage: 'coreutils' });
+  } finally {
+    into.destroy(); // the unpacker holds the pipe now
   }
 }
 
@@ -542,6 +661,27 @@ export function pgEnv(service: ServiceTarget): Record<string, string | undefined
     PGPASSWORD: c.password,
     PGDATABASE: undefined,
     PGAPPNAME: 'envsnap',
+  };
+}
+
+/** How a PostgreSQL client program is started for a service: see {@link pgTool}. */
+export interface PgTool {
+  /** The program to spawn: a path past Debian's pg_wrapper, or the plain name (agent/engines/pg-client.ts). */
+  command: string;
+  /** The options every start of it shares: its environment ({@link pgEnv}), name in errors, Debian package. */
+  options: { env: Record<string, string | undefined>; name: string; debianPackage: string };
+}
+
+/**
+ * The PostgreSQL client program `name` (`psql`, `pg_dump`, `pg_dumpall`, `pg_restore`) for
+ * `service`: the binary Debian's pg_wrapper would run, started without it ({@link pgClient}), with
+ * the service's libpq environment. Never rejects.
+ */
+export async function pgTool(service: ServiceTarget, name: string): Promise<PgTool> {
+  const client = await pgClient(name);
+  return {
+    command: client.command,
+    options: { env: { ...pgEnv(service), ...client.env }, name, debianPackage: DEBIAN_PACKAGE },
   };
 }
 

@@ -3,15 +3,17 @@
  *
  * The PostgreSQL restore (postgresql.ts) runs two `pg_restore` processes on one archive stream:
  * the first reads only the archive's header and table of contents, which come first in a
- * custom-format archive, and exits; the second needs the archive from its first byte. A
+ * custom-format archive, and exits; the second needs the archive from its first byte. Each reads
+ * through a decompressor of its own (or `cat` for a raw archive), so the stream given here is the
+ * artifact as stored, still compressed, and the first reader is the first decompressor. A
  * {@link StreamHeadReplay} gives the first reader the stream while writing every byte it hands
  * on to a spool file; once the first reader has closed its end (or the stream ended), it holds the
  * stream (backpressure, nothing more is read) until {@link StreamHeadReplay.replay} serves the
  * spooled start followed by the rest of the stream as one Readable.
  *
- * The spool holds what the first reader was given: its table of contents plus at most a few
- * pipe buffers (about 64 KiB each) past it. It lives in a fresh directory under the task's work
- * directory, mode 0600, and {@link StreamHeadReplay.dispose} removes it.
+ * The spool holds what the first reader was given: the bytes that held the table of contents plus
+ * at most a few pipe buffers (about 64 KiB each) past them. It lives in a fresh directory under
+ * the task's work directory, mode 0600, and {@link StreamHeadReplay.dispose} removes it.
  */
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';

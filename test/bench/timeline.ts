@@ -2,7 +2,7 @@
  * The timeline of envsnap backups (and, with `--restore`, restores) of one case against its raw
  * pipeline, on the same data, back to back:
  *
- *     node dist/test/bench/timeline.js <mariadb|postgresql|redis|mount> [runs] [--full] [--restore]
+ *     node dist/test/bench/timeline.js <mariadb|postgresql|redis|mount> [runs] [--full] [--restore] [--profile] [--server-log]
  *
  * Data at `npm run bench -- --quick` size (`--full`: the full size; a mount is the bench's copied
  * tree, or the directory `ENVSNAP_TIMELINE_TREE` names, used as it is; MariaDB honours
@@ -12,9 +12,13 @@
  * every controller and agent log line of the envsnap run with its time from the CLI's start, and the
  * CLI's exit. JSON lines with a `time` and `msg` that a process writes to stdout or stderr (the
  * CLI's included) show as well: add such lines by hand to time phases the logs do not name, e.g.
- * the final fsync or the dump tool's exit.
+ * the final fsync or the dump tool's exit. `--profile` runs the agent and the controller under V8's
+ * CPU profiler (cpu-profile-preload.ts) and prints, after each envsnap command, where the agent's
+ * main thread spent its CPU during that command alone. `--server-log` (PostgreSQL) turns on the
+ * server's log of connections, disconnections, checkpoints and statements over 100 ms, and prints
+ * its lines with the other ones (raw pipelines included), so that both sides' server work shows.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { repoRoot } from '../helpers/datasets.js';
@@ -29,6 +33,7 @@ import {
 } from './bench-data.js';
 import { BENCH_NODE, EnvsnapBench, type BenchTargets } from './envsnap-runner.js';
 import { processCpuSeconds, timed, timeShell } from './measure.js';
+import { profileMarkdown, profilesOf, summarizeProfile } from './profile-summary.js';
 import {
   mariadbBackups,
   mountBackups,
@@ -81,6 +86,20 @@ async function selfCpu(pid: number): Promise<number> {
 }
 
 const targets: BenchTargets = {};
+/** The PostgreSQL server's log, read with `--server-log`. */
+let pgLog: string | undefined;
+
+/** The server log's lines (`%m` prefix: `2026-12-02 01:02:03.456 UTC`) from `from` (ms) on. */
+async function serverLines(from: number): Promise<LogLine[]> {
+  if (!pgLog) return [];
+  const out: LogLine[] = [];
+  for (const line of (await readFile(pgLog, 'utf8')).split('\n')) {
+    const m = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC (.*)$/.exec(line);
+    const t = m ? Date.parse(`${m[1]!.replace(' ', 'T')}Z`) : NaN;
+    if (t >= from) out.push({ t, who: 'server', msg: m![2]! });
+  }
+  return out;
+}
 /** The process whose CPU the raw and envsnap runs share (a database server); none for a mount. */
 let server: { pid?: number; stop(): Promise<void> };
 if (kind === 'mount') {
@@ -97,6 +116,20 @@ if (kind === 'mount') {
 } else if (kind === 'postgresql') {
   const pg = await startPostgres({ name: 'timeline' });
   await fillPostgres(pg, sizes);
+  if (flags.has('--server-log')) {
+    pgLog = path.join(pg.dir, 'postgres.log');
+    await pg.psql(
+      [
+        'log_connections = on',
+        'log_disconnections = on',
+        'log_checkpoints = on',
+        'log_min_duration_statement = 100',
+        `log_line_prefix = '%m [%p] %d %a: '`,
+      ]
+        .map((setting) => `ALTER SYSTEM SET ${setting};\n`)
+        .join('') + 'SELECT pg_reload_conf();\n',
+    );
+  }
   targets.pg = pg;
   server = pg;
 } else {
@@ -105,7 +138,29 @@ if (kind === 'mount') {
   targets.redis = redis;
   server = redis;
 }
-const bench = await EnvsnapBench.start(targets);
+const profileDir = flags.has('--profile')
+  ? await mkdtemp(path.join(tmpdir(), 'envsnap-timeline-profiles-'))
+  : undefined;
+if (profileDir) console.log(`CPU profiles in ${profileDir}`);
+const bench = await EnvsnapBench.start(targets, profileDir);
+
+/**
+ * Cuts the agent's and controller's CPU profiles (SIGUSR2, see cpu-profile-preload.ts) and
+ * resolves with the agent's newest one once it is written.
+ */
+async function cutProfiles(): Promise<string | undefined> {
+  if (!profileDir) return undefined;
+  const { agent, controller } = bench.pids;
+  const before = new Set(await readdir(profileDir));
+  process.kill(agent, 'SIGUSR2');
+  process.kill(controller, 'SIGUSR2');
+  for (let i = 0; i < 100; i++) {
+    const fresh = (await profilesOf(profileDir, agent)).filter((f) => !before.has(path.basename(f)));
+    if (fresh.length > 0) return fresh[0];
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return undefined;
+}
 const raw: RawContext = { out: bench.cluster.dir, ...targets };
 const backups = {
   mariadb: mariadbBackups,
@@ -125,6 +180,7 @@ const serverCpu = (): Promise<number> =>
 /** One envsnap CLI command, measured and with its log lines. */
 async function envsnap(label: string, cliArgs: string[]): Promise<string> {
   const { agent, controller } = bench.pids;
+  await cutProfiles();
   const self0 = await selfCpu(agent);
   const before = await Promise.all([processCpuSeconds(agent), processCpuSeconds(controller), serverCpu()]);
   const t0 = Date.now();
@@ -148,20 +204,29 @@ async function envsnap(label: string, cliArgs: string[]): Promise<string> {
     ...logLines(cli.stderr, 'cli', t0),
     ...logLines(await readFile(path.join(bench.cluster.dir, 'controller.log'), 'utf8'), 'controller', t0),
     ...logLines(await readFile(path.join(bench.cluster.dir, `agent-${BENCH_NODE}.log`), 'utf8'), 'agent', t0),
+    ...(await serverLines(t0)),
   ].sort((x, y) => x.t - y.t);
   for (const l of lines) console.log(`  +${((l.t - t0) / 1000).toFixed(3)} ${l.who}: ${l.msg.slice(0, 160)}`);
   console.log(`  +${((t1 - t0) / 1000).toFixed(3)} CLI exited`);
+  const profile = await cutProfiles();
+  if (profile)
+    console.log(
+      profileMarkdown(`${label} agent (V8 CPU profile of this command)`, await summarizeProfile(profile)),
+    );
   return cli.stdout;
 }
 
 async function rawRun(label: string, p: RawPipeline): Promise<void> {
   if (p.setup) await timeShell(p.setup);
   const m0 = await serverCpu();
+  const t0 = Date.now();
   const r = await timeShell(p.script);
   const m1 = await serverCpu();
   console.log(
     `${label} raw (${p.label}): wall ${r.wallSeconds.toFixed(2)} s, CPU ${r.cpuSeconds.toFixed(2)} s, server ${(m1 - m0).toFixed(2)} s`,
   );
+  for (const l of await serverLines(t0))
+    console.log(`  +${((l.t - t0) / 1000).toFixed(3)} ${l.who}: ${l.msg.slice(0, 160)}`);
 }
 
 try {

@@ -27,7 +27,7 @@ import {
   renderSwapScript,
 } from '../../agent/engines/mariadb-swap.js';
 import { createMountArchive, extractMountArchive } from '../../agent/mount-archive.js';
-import { feedTool, spawnTool } from '../../agent/tool-process.js';
+import { feedTool, runTool, spawnTool } from '../../agent/tool-process.js';
 import { TargetMismatchError, ToolFailedError } from '../../shared/errors.js';
 import { loadSakilaMariadb, loadSakilaPostgres, makeMountTree } from '../helpers/datasets.js';
 import { mariadbFingerprint, postgresFingerprint, treeFingerprint } from '../helpers/fingerprints.js';
@@ -434,27 +434,39 @@ describe('safe restores', function () {
         await server.psql("SELECT relacl::text FROM pg_class WHERE relname = 'rental'", 'sakila')
       ).trim()}`;
 
+    /** `file` compressed with zstd, as the agent stores it, next to it. */
+    async function zstdOf(file: string): Promise<string> {
+      await runTool('zstd', ['-q', '-f', file, '-o', `${file}.zst`], { debianPackage: 'zstd' });
+      return `${file}.zst`;
+    }
+
     /**
-     * Restores `file` as sakila, which must fail as `expected` says and leave sakila as it was, no
-     * staging database and nothing in the work directory (the spooled start of the archive).
+     * Restores `file` as sakila, from the raw archive and from the artifact as stored (zstd), which
+     * must fail as `expected` says and leave sakila as it was, no staging database and nothing in
+     * the work directory (the spooled start of the archive).
      */
     async function failsLeavingSakila(
       file: string,
       expected: RegExp | ((err: unknown) => boolean),
     ): Promise<void> {
       const before = await postgresFingerprint(server, 'sakila');
-      await assert.rejects(
-        engineFor('postgresql').restore(
-          service(['sakila']),
-          unit('sakila'),
-          createReadStream(file),
-          context(work),
-        ),
-        expected,
-      );
-      assert.deepEqual(await postgresFingerprint(server, 'sakila'), before);
-      assert.ok(!(await databases()).includes('sakila__envsnap_staging'));
-      assert.deepEqual(await readdir(work), []);
+      const engine = engineFor('postgresql');
+      const zst = await zstdOf(file);
+      for (const attempt of [
+        () => engine.restore(service(['sakila']), unit('sakila'), createReadStream(file), context(work)),
+        () =>
+          engine.restoreCompressed!(
+            service(['sakila']),
+            unit('sakila'),
+            { stream: createReadStream(zst), compression: 'zstd' },
+            context(work),
+          ),
+      ]) {
+        await assert.rejects(attempt(), expected);
+        assert.deepEqual(await postgresFingerprint(server, 'sakila'), before);
+        assert.ok(!(await databases()).includes('sakila__envsnap_staging'));
+        assert.deepEqual(await readdir(work), []);
+      }
     }
 
     before(async () => {
@@ -515,8 +527,14 @@ describe('safe restores', function () {
         logs.some((l) => /previous data is kept in sakila__envsnap_pre_restore/.test(l)),
         logs.join('\n'),
       );
-      // Again: the older pre-restore copy is dropped in the swap's session, and replaced.
-      await engine.restore(service(['sakila']), unit('sakila'), createReadStream(file), context(work));
+      // Again, from the artifact as the agent reads it (zstd, decompressed straight into the
+      // pg_restore runs): the older pre-restore copy is dropped in the swap's session, and replaced.
+      await engine.restoreCompressed!(
+        service(['sakila']),
+        unit('sakila'),
+        { stream: createReadStream(await zstdOf(file)), compression: 'zstd' },
+        context(work),
+      );
       assert.deepEqual(await postgresFingerprint(server, 'sakila'), backup);
       assert.deepEqual(await postgresFingerprint(server, 'sakila__envsnap_pre_restore'), backup);
 

@@ -7,13 +7,14 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type * as grpc from '@grpc/grpc-js';
 
 import { downloadAndApply } from '../../agent/artifact-pipelines.js';
+import { loadEncryptionKey, SCHEME } from '../../agent/encryption.js';
 import { ArtifactCorruptError, NotFoundError } from '../../shared/errors.js';
 import { LocalBackend } from '../../shared/storage/local-backend.js';
 import type { WireArtifact } from '../../shared/wire.js';
@@ -59,7 +60,7 @@ describe('downloadAndApply', () => {
     }
   }
 
-  async function run(sha256: string, opts: { key?: string; readAfterMs?: number } = {}) {
+  async function run(sha256: string, opts: { key?: string; readAfterMs?: number; stored?: boolean } = {}) {
     let seen: Awaited<ReturnType<typeof consume>> | undefined;
     const done = downloadAndApply({
       client: undefined as unknown as grpc.Client,
@@ -71,6 +72,11 @@ describe('downloadAndApply', () => {
         if (opts.readAfterMs) await new Promise((r) => setTimeout(r, opts.readAfterMs));
         seen = await consume(input);
       },
+      applyCompressed: opts.stored
+        ? async (input) => {
+            seen = await consume(input);
+          }
+        : undefined,
       signal: new AbortController().signal,
       onBytes: () => undefined,
       direct: { storage, key: opts.key ?? 'a.sql.zst' },
@@ -94,6 +100,46 @@ describe('downloadAndApply', () => {
     assert.equal(seen.ended, false);
     assert.ok(seen.bytes <= raw.length, `${seen.bytes} bytes`);
     assert.ok(seen.error instanceof ArtifactCorruptError, String(seen.error));
+  });
+
+  it('with applyCompressed, gives the stored bytes instead, ended only after they matched, failed otherwise', async () => {
+    const good = await run(createHash('sha256').update(zst).digest('hex'), { stored: true });
+    assert.equal(good.result, undefined);
+    assert.deepEqual(good.seen, { ended: true, bytes: zst.length });
+    const bad = await run('0'.repeat(64), { stored: true });
+    assert.ok(bad.result instanceof ArtifactCorruptError, String(bad.result));
+    assert.equal(bad.seen.ended, false);
+    assert.ok(bad.seen.error instanceof ArtifactCorruptError, String(bad.seen.error));
+  });
+
+  it('with applyCompressed and an encrypted artifact, gives the decrypted stored bytes, ended only after they matched', async () => {
+    const identity = path.join(dir, 'key.txt');
+    execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
+    await chmod(identity, 0o600);
+    const key = await loadEncryptionKey(identity);
+    const aged = execFileSync('age', ['-r', key.recipient], { input: zst, maxBuffer: 64 * 1024 * 1024 });
+    await writeFile(path.join(dir, 'a.sql.zst.age'), aged);
+    let seen: Awaited<ReturnType<typeof consume>> | undefined;
+    await downloadAndApply({
+      client: undefined as unknown as grpc.Client,
+      backupId: 'b',
+      taskId: 't',
+      artifact: {
+        ...artifact(createHash('sha256').update(aged).digest('hex')),
+        sizeBytes: aged.length,
+        encryption: SCHEME,
+        keyFingerprint: key.fingerprint,
+      },
+      apply: () => Promise.reject(new Error('the raw stream was asked for')),
+      applyCompressed: async (input) => {
+        seen = await consume(input);
+      },
+      encryption: key,
+      signal: new AbortController().signal,
+      onBytes: () => undefined,
+      direct: { storage, key: 'a.sql.zst.age' },
+    });
+    assert.deepEqual(seen, { ended: true, bytes: zst.length });
   });
 
   it('fails, without crashing the agent, when the copy is missing and the engine starts reading late', async () => {
