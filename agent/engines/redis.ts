@@ -107,6 +107,14 @@ export const REDIS_UNIT: Readonly<DumpUnit> = { database: '', format: 'rdb', fil
 const CLI_PACKAGE = 'redis-tools';
 const SERVER_PACKAGE = 'redis-server';
 const TEMP_SERVER_START_MS = 60_000;
+/**
+ * How often the temporary server is asked whether it has loaded the RDB, in ms: its port, until it
+ * accepts connections, then its `INFO` `loading` flag (ioredis's ready check). ioredis otherwise
+ * sleeps the server's `loading_eta_seconds` between two looks (up to its `maxLoadingRetryTime`,
+ * 10 s), and the first estimate of a load is far too long: 8 s of waiting for an RDB of 1M keys
+ * that loaded in 2.2 s (docs/benchmarks.md, "Redis restore: where the time goes").
+ */
+const TEMP_SERVER_POLL_MS = 50;
 
 /** The engine for services of kind `redis`. */
 export class RedisEngine implements Engine {
@@ -394,7 +402,7 @@ async function startTempServerOnce(
   };
   // ioredis rejects connect() as soon as the first attempt is refused, so poll: a new client per
   // attempt until the server accepts connections and has loaded the RDB (the ready check waits
-  // out LOADING), the server exits, or the start-up time runs out.
+  // out LOADING, looking every TEMP_SERVER_POLL_MS), the server exits, or the start-up time runs out.
   const deadline = Date.now() + TEMP_SERVER_START_MS;
   try {
     for (;;) {
@@ -405,6 +413,7 @@ async function startTempServerOnce(
         lazyConnect: true,
         maxRetriesPerRequest: 0,
         retryStrategy: () => null,
+        maxLoadingRetryTime: TEMP_SERVER_POLL_MS,
       });
       attempt.on('error', () => {});
       try {
@@ -416,7 +425,7 @@ async function startTempServerOnce(
         if (err instanceof ToolFailedError || err instanceof TaskAbortedError || stopping) throw err;
         if (Date.now() > deadline)
           throw new ToolFailedError('redis-server', null, null, 'the temporary server did not start in time');
-        await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, TEMP_SERVER_POLL_MS));
       }
     }
   } catch (err) {
