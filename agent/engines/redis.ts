@@ -26,19 +26,15 @@
  *    replica that cannot load a full sync empties itself) (TargetMismatchError otherwise);
  * 4. full sync, when the target runs on this node (a loopback host or a socket: it must reach the
  *    temporary server's loopback port): `CONFIG SET masterauth` to the temporary password (and
- *    `masteruser` to none, and `replica-lazy-flush` to `yes`, so that a background thread frees
- *    the old dataset while the backup loads instead of before: for a while the target holds part of
- *    both), `REPLICAOF 127.0.0.1 <port>`, waits until `master_link_status:up` (the RDB was streamed
- *    and loaded: keys, exact expiries, all databases, function libraries), then `REPLICAOF NO ONE`
- *    and puts those settings back. What connected clients see: the old data until the transfer
- *    ends, then `-LOADING` errors while the target loads it (its `repl-diskless-load`, default
- *    `disabled`: the target writes the transfer to a temporary file in its `dir`, then replaces its
- *    `dbfilename` with it, and flushes and loads at once), then the backup; from `REPLICAOF` to
- *    `REPLICAOF NO ONE` writes fail with `-READONLY` (a target with `replica-read-only no` accepts
- *    them, and the load discards those made before it). A target still at the replication ID and
- *    offset the RDB records (nothing written since the backup, which the temporary server took
- *    over from the RDB) gets an empty partial resynchronization instead: it equals the backup.
- *    Its own replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
+ *    `masteruser` to none), `REPLICAOF 127.0.0.1 <port>`, waits until `master_link_status:up`
+ *    (the RDB was streamed and loaded: keys, exact expiries, all databases, function libraries),
+ *    then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. What connected clients see:
+ *    the old data until the transfer ends, then `-LOADING` errors while the target loads it (its
+ *    `repl-diskless-load`, default `disabled`: the target writes the transfer to a temporary file in
+ *    its `dir`, then replaces its `dbfilename` with it, and flushes and loads at once), then the
+ *    backup; from `REPLICAOF` to `REPLICAOF NO ONE` writes fail with `-READONLY` (a target with
+ *    `replica-read-only no` accepts them, and the load discards those made before it). Its own
+ *    replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
  *    by ACLs or renamed) or does not connect within {@link REDIS_SYNC_START_MS}, it is detached,
  *    untouched, and step 5 runs instead;
  * 5. otherwise, key by key: `FLUSHALL` and the function libraries replaced with the backup's
@@ -50,7 +46,7 @@
  * 6. stops the temporary server and deletes the files, on success and on any error. The server
  *    runs under a watchdog shell that kills it when the agent's pipe to it closes, so it does not
  *    outlive an agent that is killed; while the target is its replica (step 4), the watchdog then
- *    also detaches the target (`REPLICAOF NO ONE`, the settings of step 4 put back) with
+ *    also detaches the target (`REPLICAOF NO ONE`, `masterauth`/`masteruser` put back) with
  *    `redis-cli`, from a script in the work directory (mode 0600: it holds the old `masterauth`).
  *
  * What a failure or a kill leaves (issue 5, "safe restores"): before step 4 the target is
@@ -59,10 +55,10 @@
  * or the other, never part. The residual window: a kill of the agent together with its watchdog
  * (e.g. the whole process group, `systemctl kill`), or a crash of the machine, between `REPLICAOF`
  * and `REPLICAOF NO ONE`, leaves the target a read-only replica of a server that is gone, with the
- * temporary `masterauth` (and `replica-lazy-flush yes`), until someone runs `REPLICAOF NO ONE`
- * (and resets those); the next restore refuses such a target with that hint. In the key-by-key
- * copy, from the `FLUSHALL` on, the target holds only the keys copied so far: a failure or a kill
- * there leaves it partly restored (a new restore starts over). Atomicity within the protocol was not chosen there:
+ * temporary `masterauth`, until someone runs `REPLICAOF NO ONE` (and resets `masterauth`); the
+ * next restore refuses such a target with that hint. In the key-by-key copy, from the `FLUSHALL`
+ * on, the target holds only the keys copied so far: a failure or a kill there leaves it partly
+ * restored (a new restore starts over). Atomicity within the protocol was not chosen there:
  * `MULTI`/`EXEC` around every `RESTORE` is queued whole in the server's memory and blocks every
  * other client while it runs; `SWAPDB` into spare database indexes needs indexes the application
  * never uses and does not exist in Redis Cluster. A Redis restore keeps no pre-restore copy.
@@ -594,10 +590,10 @@ const SYNC_POLL_MS = 50;
 
 /**
  * The full-sync restore (see the file comment): makes the target a replica of the temporary server
- * (`CONFIG SET masterauth`, `replica-lazy-flush yes`, `REPLICAOF 127.0.0.1 <port>`), waits until
- * its link is up (the RDB is transferred and loaded), then `REPLICAOF NO ONE` and puts
- * `masterauth`, `masteruser` and `replica-lazy-flush` back. The detach commands are written to
- * `detachScript` first, which the temporary server's watchdog runs if the agent dies meanwhile.
+ * (`CONFIG SET masterauth`, `REPLICAOF 127.0.0.1 <port>`), waits until its link is up (the RDB is
+ * transferred and loaded), then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. The
+ * detach commands are written to `detachScript` first, which the temporary server's watchdog runs
+ * if the agent dies meanwhile.
  *
  * Resolves `{ done: false, why }`, with the target detached and its data untouched, when the
  * target may not be made a replica (CONFIG or REPLICAOF refused, e.g. by ACLs or a renamed
@@ -612,14 +608,9 @@ async function fullSyncFrom(
 ): Promise<{ done: boolean; why: string }> {
   const config = async (name: string): Promise<string | undefined> =>
     ((await target.config('GET', name)) as string[])[1];
-  // The settings the sync changes for its duration, as they were (undefined: this Redis lacks it).
-  let saved: Record<'masterauth' | 'masteruser' | 'replica-lazy-flush', string | undefined>;
+  let saved: { masterauth: string | undefined; masteruser: string | undefined };
   try {
-    saved = {
-      masterauth: await config('masterauth'),
-      masteruser: await config('masteruser'),
-      'replica-lazy-flush': await config('replica-lazy-flush'),
-    };
+    saved = { masterauth: await config('masterauth'), masteruser: await config('masteruser') };
   } catch (err) {
     return { done: false, why: `cannot read the target's config (${redisErrorWord(err)})` };
   }
@@ -645,16 +636,13 @@ async function fullSyncFrom(
   let detached = false;
   const detachNow = async (): Promise<void> => {
     await target.call('REPLICAOF', 'NO', 'ONE');
-    for (const [name, value] of Object.entries(saved))
-      if (value !== undefined) await target.config('SET', name, value);
+    if (saved.masterauth !== undefined) await target.config('SET', 'masterauth', saved.masterauth);
+    if (saved.masteruser !== undefined) await target.config('SET', 'masteruser', saved.masteruser);
     detached = true;
   };
   try {
     try {
       if (saved.masteruser) await target.config('SET', 'masteruser', '');
-      // The old dataset is freed by a background thread while the backup loads, instead of before
-      // (1.4 to 2.4 s for 1M keys, a third of the sync; docs/benchmarks.md).
-      if (saved['replica-lazy-flush'] === 'no') await target.config('SET', 'replica-lazy-flush', 'yes');
       await target.config('SET', 'masterauth', temp.password);
       await target.call('REPLICAOF', '127.0.0.1', String(temp.port));
     } catch (err) {
