@@ -33,8 +33,11 @@
  *    `repl-diskless-load`, default `disabled`: the target writes the transfer to a temporary file in
  *    its `dir`, then replaces its `dbfilename` with it, and flushes and loads at once), then the
  *    backup; from `REPLICAOF` to `REPLICAOF NO ONE` writes fail with `-READONLY` (a target with
- *    `replica-read-only no` accepts them, and the load discards those made before it). Its own
- *    replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
+ *    `replica-read-only no` accepts them, and the load discards those made before it). A target
+ *    nobody wrote to since the backup is still at the replication ID and offset the RDB records,
+ *    which the temporary server takes over when it loads the RDB: its sync is then an empty
+ *    partial resynchronization, nothing sent or loaded, which Redis accepts because the target
+ *    equals the backup. Its own replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
  *    by ACLs or renamed) or does not connect within {@link REDIS_SYNC_START_MS}, it is detached,
  *    untouched, and step 5 runs instead;
  * 5. otherwise, key by key: `FLUSHALL` and the function libraries replaced with the backup's
