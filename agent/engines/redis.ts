@@ -33,8 +33,11 @@
  *    `repl-diskless-load`, default `disabled`: the target writes the transfer to a temporary file in
  *    its `dir`, then replaces its `dbfilename` with it, and flushes and loads at once), then the
  *    backup; from `REPLICAOF` to `REPLICAOF NO ONE` writes fail with `-READONLY` (a target with
- *    `replica-read-only no` accepts them, and the load discards those made before it). Its own
- *    replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
+ *    `replica-read-only no` accepts them, and the load discards those made before it). A target
+ *    nobody wrote to since the backup is still at the replication ID and offset the RDB records,
+ *    which the temporary server takes over when it loads the RDB: its sync is then an empty
+ *    partial resynchronization, nothing sent or loaded, which Redis accepts because the target
+ *    equals the backup. Its own replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
  *    by ACLs or renamed) or does not connect within {@link REDIS_SYNC_START_MS}, it is detached,
  *    untouched, and step 5 runs instead;
  * 5. otherwise, key by key: `FLUSHALL` and the function libraries replaced with the backup's
@@ -107,6 +110,14 @@ export const REDIS_UNIT: Readonly<DumpUnit> = { database: '', format: 'rdb', fil
 const CLI_PACKAGE = 'redis-tools';
 const SERVER_PACKAGE = 'redis-server';
 const TEMP_SERVER_START_MS = 60_000;
+/**
+ * How often the temporary server is asked whether it has loaded the RDB, in ms: its port, until it
+ * accepts connections, then its `INFO` `loading` flag (ioredis's ready check). ioredis otherwise
+ * sleeps the server's `loading_eta_seconds` between two looks (up to its `maxLoadingRetryTime`,
+ * 10 s), and the first estimate of a load is far too long: 8 s of waiting for an RDB of 1M keys
+ * that loaded in 2.2 s (docs/benchmarks.md, "Redis restore: where the time goes").
+ */
+const TEMP_SERVER_POLL_MS = 50;
 
 /** The engine for services of kind `redis`. */
 export class RedisEngine implements Engine {
@@ -394,7 +405,7 @@ async function startTempServerOnce(
   };
   // ioredis rejects connect() as soon as the first attempt is refused, so poll: a new client per
   // attempt until the server accepts connections and has loaded the RDB (the ready check waits
-  // out LOADING), the server exits, or the start-up time runs out.
+  // out LOADING, looking every TEMP_SERVER_POLL_MS), the server exits, or the start-up time runs out.
   const deadline = Date.now() + TEMP_SERVER_START_MS;
   try {
     for (;;) {
@@ -405,6 +416,7 @@ async function startTempServerOnce(
         lazyConnect: true,
         maxRetriesPerRequest: 0,
         retryStrategy: () => null,
+        maxLoadingRetryTime: TEMP_SERVER_POLL_MS,
       });
       attempt.on('error', () => {});
       try {
@@ -416,7 +428,7 @@ async function startTempServerOnce(
         if (err instanceof ToolFailedError || err instanceof TaskAbortedError || stopping) throw err;
         if (Date.now() > deadline)
           throw new ToolFailedError('redis-server', null, null, 'the temporary server did not start in time');
-        await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, TEMP_SERVER_POLL_MS));
       }
     }
   } catch (err) {

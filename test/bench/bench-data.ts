@@ -202,6 +202,26 @@ export async function fillRedis(server: RedisServer, s: BenchSizes): Promise<voi
   if (code !== 0 || !/errors: 0,/.test(output)) throw new Error(`redis-cli --pipe failed: ${output.trim()}`);
 }
 
+/** The key {@link changeRedis} writes; a restore that really loaded the backup removes it. */
+export const REDIS_CHANGED_KEY = 'bench:changed-since-backup';
+
+/**
+ * One write on the Redis server before envsnap restores it, so that the restore does the work a
+ * real one does. Without it the server is exactly where the backup was taken (same replication ID
+ * and offset: the RDB of `redis-cli --rdb` carries both), so the target's `REPLICAOF` to the
+ * temporary server that loaded that RDB ends in a partial resynchronization of 0 bytes, a no-op,
+ * instead of the full sync that transfers and loads the backup. The key also makes a no-op
+ * visible: the key count is one too many afterwards.
+ */
+export async function changeRedis(server: RedisServer): Promise<void> {
+  const client = server.client();
+  try {
+    await client.set(REDIS_CHANGED_KEY, '1');
+  } finally {
+    client.disconnect();
+  }
+}
+
 /** Where the mount's files are copied from: documentation, translations, JavaScript, Python, libraries. */
 export const TREE_SOURCES: readonly string[] = [
   '/usr/share/doc',

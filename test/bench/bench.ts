@@ -45,6 +45,7 @@ import {
   fillMariadb,
   fillPostgres,
   fillRedis,
+  changeRedis,
   makeBenchTree,
   scaleSizes,
   type BenchSizes,
@@ -297,6 +298,7 @@ async function restoreCase(b: Bench, kind: Kind, s: BenchSizes, files: number): 
   for (let i = 0; i < b.opts.repeat; i++) {
     for (const p of pipes.filter((x) => x.paired)) {
       rawRuns.set(p.id, [...(rawRuns.get(p.id) ?? []), await runRaw(p)]);
+      if (kind === 'redis') await changeRedis(b.raw.redis!);
       const r = await b.envsnap.restore(backupId);
       logEnvsnap('envsnap restore', r);
       await verify(b, kind, s, files);

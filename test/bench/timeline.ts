@@ -26,6 +26,7 @@ import { startMariadb, startPostgres, startRedis } from '../helpers/servers.js';
 import {
   FULL_SIZES,
   QUICK_SIZES,
+  changeRedis,
   fillMariadb,
   fillPostgres,
   fillRedis,
@@ -75,6 +76,21 @@ function logLines(text: string, who: string, from: number): LogLine[] {
     } catch {
       // not a log line
     }
+  }
+  return out;
+}
+
+/**
+ * The lines of a redis-server log (`pid:role 02 Dec 2026 00:53:01.123 * text`, local time) from
+ * `from` (ms) on: the server prints when a replica asks for a sync, when the transfer ends and how
+ * long its load took.
+ */
+function redisLogLines(text: string, who: string, from: number): LogLine[] {
+  const out: LogLine[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\d+:[A-Z] (\d+ \w+ \d+ [\d:.]+) [#*.-] (.*)$/.exec(line);
+    const t = m ? Date.parse(m[1]!) : NaN;
+    if (m && t >= from) out.push({ t, who, msg: m[2]! });
   }
   return out;
 }
@@ -205,6 +221,9 @@ async function envsnap(label: string, cliArgs: string[]): Promise<string> {
     ...logLines(await readFile(path.join(bench.cluster.dir, 'controller.log'), 'utf8'), 'controller', t0),
     ...logLines(await readFile(path.join(bench.cluster.dir, `agent-${BENCH_NODE}.log`), 'utf8'), 'agent', t0),
     ...(await serverLines(t0)),
+    ...(targets.redis
+      ? redisLogLines(await readFile(path.join(targets.redis.dir, 'redis.log'), 'utf8'), 'redis', t0)
+      : []),
   ].sort((x, y) => x.t - y.t);
   for (const l of lines) console.log(`  +${((l.t - t0) / 1000).toFixed(3)} ${l.who}: ${l.msg.slice(0, 160)}`);
   console.log(`  +${((t1 - t0) / 1000).toFixed(3)} CLI exited`);
@@ -251,6 +270,7 @@ try {
   if (flags.has('--restore') && keep) {
     for (let i = 0; i < Number(runs); i++) {
       await rawRun(`run ${i + 1} restore`, rawRestore);
+      if (targets.redis) await changeRedis(targets.redis);
       await envsnap(`run ${i + 1} restore`, ['backup:restore', keep, '--yes']);
     }
   }
