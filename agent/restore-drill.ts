@@ -53,27 +53,43 @@ export async function drillServiceArtifacts(
     ctx.signal.throwIfAborted();
     if (a.format === 'pg_globals') continue; // roles are server-wide: never restored by a drill
     out.push(
-      await drillOne(deps, a, ctx, async (raw, checksums) => {
-        switch (service.kind) {
-          case 'mariadb':
-          case 'mysql': {
-            const r = await drillMariadb(service.kind, service.connection, a.database, raw, checksums, ctx);
-            return { stats: { tables: r.tables, objects: r.objects }, cleanup: r.cleanup };
+      await drillOne(
+        deps,
+        a,
+        ctx,
+        async (raw, checksums) => {
+          switch (service.kind) {
+            case 'mariadb':
+            case 'mysql': {
+              const r = await drillMariadb(service.kind, service.connection, a.database, raw, checksums, ctx);
+              return { stats: { tables: r.tables, objects: r.objects }, cleanup: r.cleanup };
+            }
+            case 'postgresql':
+              throw new Error('a postgresql drill reads the stored artifact'); // drillStored below
+            case 'redis': {
+              const r = await drillRedis(raw, ctx);
+              return { stats: { keyspaces: r.keyspaces }, cleanup: r.cleanup };
+            }
           }
-          case 'postgresql': {
-            const rowHash = checksums ? recordedRowHash(a.stats?.tables) : undefined;
-            const r = await drillPostgresql(service, a.database, raw, rowHash, ctx);
-            return { stats: { tables: r.tables }, cleanup: r.cleanup };
-          }
-          case 'redis': {
-            const r = await drillRedis(raw, ctx);
-            return { stats: { keyspaces: r.keyspaces }, cleanup: r.cleanup };
-          }
-        }
-      }),
+        },
+        service.kind === 'postgresql' ? drillPostgresqlStored(service, a, ctx) : undefined,
+      ),
     );
   }
   return out;
+}
+
+/**
+ * The PostgreSQL drill of `a`, from the artifact as stored: its decompressor writes straight into
+ * the scratch pg_restore, as in a restore (agent/engines/postgresql.ts `restoreCompressed`).
+ */
+function drillPostgresqlStored(service: ServiceTarget, a: WireArtifact, ctx: EngineContext): DrillStored {
+  return async (stream, checksums) => {
+    const rowHash = checksums ? recordedRowHash(a.stats?.tables) : undefined;
+    const input = { stream, compression: a.compression };
+    const r = await drillPostgresql(service, a.database, input, rowHash, ctx);
+    return { stats: { tables: r.tables }, cleanup: r.cleanup };
+  };
 }
 
 /** Drills a mount's archive in a scratch directory under the task's work directory. */
@@ -108,22 +124,28 @@ export async function drillMountArtifact(
   });
 }
 
-type Drill = (
-  raw: import('node:stream').Readable,
-  checksums: boolean,
-) => Promise<{ stats: Omit<ArtifactStats, 'basis' | 'level'>; cleanup: Promise<string> }>;
+type DrillResult = { stats: Omit<ArtifactStats, 'basis' | 'level'>; cleanup: Promise<string> };
+/** A drill of the raw (decompressed) artifact. */
+type Drill = (raw: import('node:stream').Readable, checksums: boolean) => Promise<DrillResult>;
+/** A drill of the artifact as stored (decrypted, still compressed); see downloadAndApply's `applyCompressed`. */
+type DrillStored = (stored: import('node:stream').Readable, checksums: boolean) => Promise<DrillResult>;
 
 async function drillOne(
   deps: DrillDeps,
   a: WireArtifact,
   ctx: EngineContext,
   drill: Drill,
+  drillStored?: DrillStored,
 ): Promise<WireDrilledArtifact> {
   const started = Date.now();
   const level = a.stats?.level === 'counts' ? 'counts' : 'checksums';
   const report = deps.progress(a.name);
   let observed: ArtifactStats | undefined;
   let cleanup: Promise<string> = Promise.resolve('');
+  const record = (r: DrillResult): void => {
+    cleanup = r.cleanup;
+    observed = { basis: 'snapshot', level, ...r.stats };
+  };
   try {
     checkKeyFor(a, deps.encryption);
     await downloadAndApply({
@@ -131,11 +153,10 @@ async function drillOne(
       backupId: deps.backupId,
       taskId: deps.taskId,
       artifact: a,
-      apply: async (raw) => {
-        const r = await drill(raw, level === 'checksums');
-        cleanup = r.cleanup;
-        observed = { basis: 'snapshot', level, ...r.stats };
-      },
+      apply: async (raw) => record(await drill(raw, level === 'checksums')),
+      applyCompressed: drillStored
+        ? async (stored) => record(await drillStored(stored, level === 'checksums'))
+        : undefined,
       encryption: deps.encryption,
       signal: ctx.signal,
       onBytes: (n) => report(n),

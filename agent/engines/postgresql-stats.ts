@@ -32,13 +32,12 @@
  * its pre-restore copy are never named. Large objects are restored but not checked.
  */
 import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
 
 import type { TableStats } from '../../shared/drill-stats.js';
 import { errorMessage, TaskAbortedError, ToolFailedError } from '../../shared/errors.js';
-import { feedTool, runTool, spawnTool } from '../tool-process.js';
+import { feedToolThrough, runTool, spawnTool } from '../tool-process.js';
 import type { EngineContext, ServiceTarget } from './engine.js';
-import { conninfo, pgTool } from './postgresql.js';
+import { conninfo, pgTool, startUnpacker, type ArchiveInput } from './postgresql.js';
 import { drillName, POSTGRES_NAME_LIMIT } from './staging-names.js';
 
 /** How long dropping a drill's scratch database may take, ms (it is not tied to the task's signal). */
@@ -270,7 +269,9 @@ async function psqlMaintenance(
 }
 
 /**
- * Drill: restores the archive (raw `pg_dump -Fc` bytes from `input`) into `<db>__envsnap_drill`,
+ * Drill: restores the archive (`pg_dump -Fc` bytes: raw, or the artifact as stored, which its own
+ * decompressor writes straight into pg_restore as in a restore, so that the raw archive never
+ * passes through the agent) into `<db>__envsnap_drill`,
  * computes the table stats there (with `rowHash`, the one that made the recorded checksums: see
  * {@link recordedRowHash}) and drops it again, whatever happens.
  *
@@ -281,7 +282,7 @@ async function psqlMaintenance(
 export async function drillPostgresql(
   service: ServiceTarget,
   db: string,
-  input: Readable,
+  input: ArchiveInput,
   rowHash: PgRowHash | undefined,
   ctx: EngineContext,
 ): Promise<{ tables: TableStats[]; cleanup: Promise<string> }> {
@@ -296,7 +297,11 @@ export async function drillPostgresql(
       ['--exit-on-error', '--no-password', `--dbname=${conninfo(scratch)}`],
       { ...pgRestore.options, stdio: ['pipe', 'ignore'], signal: ctx.signal },
     );
-    await feedTool(input, restore);
+    const unpacker = await startUnpacker(input, restore, ctx.signal).catch((err: unknown) => {
+      restore.kill();
+      throw err;
+    });
+    await feedToolThrough(input.stream, unpacker, restore);
     ctx.signal.throwIfAborted();
     ctx.log(`${db}: restored into the scratch database ${scratch}`);
     tables = await postgresqlTableStats(service, scratch, rowHash, ctx);

@@ -613,8 +613,8 @@ export class PostgresqlEngine implements Engine {
   }
 }
 
-/** What a restore reads: the raw archive, or the artifact as stored with its compression. */
-interface ArchiveInput {
+/** What a restore or a drill reads: the raw archive, or the artifact as stored with its compression. */
+export interface ArchiveInput {
   stream: Readable;
   /** The stream's compression; absent: the stream is the raw archive. */
   compression?: string;
@@ -626,7 +626,7 @@ interface ArchiveInput {
  * stdout. The agent's own end of that pipe is closed, so the archive goes from process to
  * process (`tool` sees its end when the unpacker exits). Rejects with ToolMissingError.
  */
-async function startUnpacker(
+export async function startUnpacker(
   input: ArchiveInput,
   tool: ToolProcess,
   signal: AbortSignal,
