@@ -28,6 +28,7 @@ import { checkKeyFor, type EncryptionKey } from './encryption.js';
 import type { EngineContext, ServiceTarget } from './engines/engine.js';
 import { drillMariadb } from './engines/mariadb-stats.js';
 import { drillPostgresql, recordedRowHash } from './engines/postgresql-stats.js';
+import type { ArchiveInput } from './engines/postgresql.js';
 import { drillRedis } from './engines/redis-stats.js';
 import { extractMountArchive, writeMountArchive } from './mount-archive.js';
 
@@ -57,39 +58,38 @@ export async function drillServiceArtifacts(
         deps,
         a,
         ctx,
-        async (raw, checksums) => {
+        async (input, checksums) => {
           switch (service.kind) {
             case 'mariadb':
             case 'mysql': {
-              const r = await drillMariadb(service.kind, service.connection, a.database, raw, checksums, ctx);
+              const r = await drillMariadb(
+                service.kind,
+                service.connection,
+                a.database,
+                input.stream,
+                checksums,
+                ctx,
+              );
               return { stats: { tables: r.tables, objects: r.objects }, cleanup: r.cleanup };
             }
-            case 'postgresql':
-              throw new Error('a postgresql drill reads the stored artifact'); // drillStored below
+            case 'postgresql': {
+              const rowHash = checksums ? recordedRowHash(a.stats?.tables) : undefined;
+              const r = await drillPostgresql(service, a.database, input, rowHash, ctx);
+              return { stats: { tables: r.tables }, cleanup: r.cleanup };
+            }
             case 'redis': {
-              const r = await drillRedis(raw, ctx);
+              const r = await drillRedis(input.stream, ctx);
               return { stats: { keyspaces: r.keyspaces }, cleanup: r.cleanup };
             }
           }
         },
-        service.kind === 'postgresql' ? drillPostgresqlStored(service, a, ctx) : undefined,
+        // PostgreSQL's scratch pg_restore gets the artifact from its own decompressor, as a
+        // restore does (agent/engines/postgresql.ts `restoreCompressed`).
+        service.kind === 'postgresql',
       ),
     );
   }
   return out;
-}
-
-/**
- * The PostgreSQL drill of `a`, from the artifact as stored: its decompressor writes straight into
- * the scratch pg_restore, as in a restore (agent/engines/postgresql.ts `restoreCompressed`).
- */
-function drillPostgresqlStored(service: ServiceTarget, a: WireArtifact, ctx: EngineContext): DrillStored {
-  return async (stream, checksums) => {
-    const rowHash = checksums ? recordedRowHash(a.stats?.tables) : undefined;
-    const input = { stream, compression: a.compression };
-    const r = await drillPostgresql(service, a.database, input, rowHash, ctx);
-    return { stats: { tables: r.tables }, cleanup: r.cleanup };
-  };
 }
 
 /** Drills a mount's archive in a scratch directory under the task's work directory. */
@@ -99,7 +99,7 @@ export async function drillMountArtifact(
   artifact: WireArtifact,
   ctx: EngineContext,
 ): Promise<WireDrilledArtifact> {
-  return drillOne(deps, artifact, ctx, async (raw, checksums) => {
+  return drillOne(deps, artifact, ctx, async ({ stream: raw }, checksums) => {
     const scratch = join(ctx.workDir, 'drill-mount');
     const cleanup = (): Promise<string> =>
       rm(scratch, { recursive: true, force: true }).then(
@@ -124,25 +124,30 @@ export async function drillMountArtifact(
   });
 }
 
-type DrillResult = { stats: Omit<ArtifactStats, 'basis' | 'level'>; cleanup: Promise<string> };
-/** A drill of the raw (decompressed) artifact. */
-type Drill = (raw: import('node:stream').Readable, checksums: boolean) => Promise<DrillResult>;
-/** A drill of the artifact as stored (decrypted, still compressed); see downloadAndApply's `applyCompressed`. */
-type DrillStored = (stored: import('node:stream').Readable, checksums: boolean) => Promise<DrillResult>;
+/**
+ * Drills one artifact from `input`: the raw (decompressed) bytes, or, for a drill that asked for
+ * the artifact as stored, the decrypted, still compressed bytes with `input.compression` set (see
+ * downloadAndApply's `applyCompressed`).
+ */
+type Drill = (
+  input: ArchiveInput,
+  checksums: boolean,
+) => Promise<{ stats: Omit<ArtifactStats, 'basis' | 'level'>; cleanup: Promise<string> }>;
 
 async function drillOne(
   deps: DrillDeps,
   a: WireArtifact,
   ctx: EngineContext,
   drill: Drill,
-  drillStored?: DrillStored,
+  stored = false,
 ): Promise<WireDrilledArtifact> {
   const started = Date.now();
   const level = a.stats?.level === 'counts' ? 'counts' : 'checksums';
   const report = deps.progress(a.name);
   let observed: ArtifactStats | undefined;
   let cleanup: Promise<string> = Promise.resolve('');
-  const record = (r: DrillResult): void => {
+  const run = async (input: ArchiveInput): Promise<void> => {
+    const r = await drill(input, level === 'checksums');
     cleanup = r.cleanup;
     observed = { basis: 'snapshot', level, ...r.stats };
   };
@@ -153,10 +158,8 @@ async function drillOne(
       backupId: deps.backupId,
       taskId: deps.taskId,
       artifact: a,
-      apply: async (raw) => record(await drill(raw, level === 'checksums')),
-      applyCompressed: drillStored
-        ? async (stored) => record(await drillStored(stored, level === 'checksums'))
-        : undefined,
+      apply: (raw) => run({ stream: raw }),
+      applyCompressed: stored ? (bytes) => run({ stream: bytes, compression: a.compression }) : undefined,
       encryption: deps.encryption,
       signal: ctx.signal,
       onBytes: (n) => report(n),
