@@ -289,5 +289,8 @@ export class Agent {
     ];
     await runShutdownSteps(steps, this.logger);
     this.setState('STOPPED');
+    // main() exits the process next: let the queued STOPPING=1 and STATUS reach systemd first
+    // (each systemd-notify run is bounded, see shared/systemd-notify.ts).
+    await this.systemd?.flush();
   }
 }

@@ -356,6 +356,48 @@ describe('systemd readiness: sd_notify from the controller and the agent', funct
     assert.equal(await exited(agent), 0);
   });
 
+  it('STOPPING=1 reaches systemd before the process exits, even when systemd-notify is slow', async () => {
+    // On a loaded machine a systemd-notify run may end well after its message arrived (it waits on
+    // the barrier, then exits); notifications are sent one after another, and the processes used
+    // to exit while one was still running, so the queued STOPPING=1 was never sent. A wrapper
+    // first on PATH keeps each run going 0.5 s after the real tool has sent its message.
+    const real = await requireBinary('systemd-notify', 'systemd');
+    const bin = path.join(tmp, 'slow-bin');
+    await mkdir(bin, { recursive: true });
+    await writeFile(
+      path.join(bin, 'systemd-notify'),
+      `#!/bin/sh\n'${real}' "$@"\nrc=$?\nsleep 0.5\nexit $rc\n`,
+    );
+    await chmod(path.join(bin, 'systemd-notify'), 0o755);
+    const env = { NOTIFY_SOCKET: listener.socket, PATH: `${bin}${path.delimiter}${process.env.PATH ?? ''}` };
+    const port = await freePort();
+    const agentFile = path.join(tmp, 'agent-slow.yaml');
+    await writeFile(
+      agentFile,
+      stringify({
+        agent: {
+          node_id: 'node-slow',
+          controller: `127.0.0.1:${port}`,
+          work_dir: path.join(tmp, 'work-slow'),
+        },
+      }),
+    );
+    for (const [name, args] of [
+      ['envsnap-controller', ['--config', await controllerConfig(port)]],
+      ['envsnap-agent', ['--config', agentFile]],
+    ] as const) {
+      const from = listener.messages.length;
+      const child = startBin(name, [...args], env);
+      children.push(child);
+      const ready = await listener.waitFor((f) => f.includes('READY=1'), `READY=1 from ${name}`, from);
+      child.kill('SIGTERM');
+      assert.equal(await exited(child), 0);
+      // Exited: whatever it sent was received (systemd-notify waits on the barrier); give the
+      // listener's output a moment to be read.
+      await listener.waitFor((f) => f.includes('STOPPING=1'), `STOPPING=1 from ${name}`, ready, 3_000);
+    }
+  });
+
   it('without NOTIFY_SOCKET nothing is sent: systemd-notify is never started', async () => {
     // A fake systemd-notify first on PATH records each run.
     const bin = path.join(tmp, 'fake-bin');
