@@ -34,7 +34,6 @@ export interface WireArtifact {
   redis?: RedisSource | null;
 }
 
-
 /** Where an agent writes (backups) or reads (restores) an artifact: `StorageTarget` in the proto. */
 export interface WireStorageTarget {
   name: string;
