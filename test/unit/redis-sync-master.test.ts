@@ -118,6 +118,7 @@ describe('redis sync master', () => {
         (async function* () {
           yield Buffer.from('REDIS0010');
           yield Buffer.alloc(50_000, 1);
+          await new Promise((r) => setTimeout(r, 50)); // the replica has read what came before
           throw new Error('sha-256 differs');
         })(),
       ),
