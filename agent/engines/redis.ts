@@ -1,5 +1,6 @@
 /**
- * Redis: a point-in-time RDB snapshot, restored by a full sync from a temporary server.
+ * Redis: a point-in-time RDB snapshot, restored by a full sync from the agent itself (or, for
+ * backups that do not record their source, a temporary server).
  *
  * Backup: `redis-cli --rdb FILE` asks the server for the RDB it would send a new replica
  * (REPLCONF + SYNC), which the server produces with a fork: one consistent snapshot of every
@@ -15,7 +16,37 @@
  *
  * Restore: a running server can only load an RDB file when it restarts, and envsnap does not own the
  * server (its config, process manager, persistence files). But a replica loads a whole RDB from its
- * primary at run time (a full sync), natively. So envsnap:
+ * primary at run time (a full sync), natively. Two ways to be that primary:
+ *
+ * A. The agent itself (agent/engines/redis-sync-master.ts), when the backup records its source
+ *    (`redis` in the manifest: the source's `databases` setting and loaded modules, read by
+ *    {@link RedisEngine.plan} with `CONFIG GET databases` and `MODULE LIST`) and the target runs on
+ *    this node (a loopback host or a socket). Checks first, with the target untouched: the RDB
+ *    header's format version (its first 9 bytes, `REDIS00NN`) against the target's Redis version
+ *    (a replica that cannot load a full sync empties itself); a standalone primary (not a replica,
+ *    not Redis Cluster); at least as many `databases` as the source had (every index in the RDB is
+ *    below the source's setting; a replica that loads an index it lacks exits, rdb.c); no modules at
+ *    the source (module data needs its module on the target: a Redis that loads it without exits);
+ *    `repl-diskless-load disabled` on the target (the default: it writes the transfer to a
+ *    temporary file and flushes and loads only once the transfer is complete; `swapdb` and
+ *    `on-empty-db` parse the transfer as it arrives, before the artifact's SHA-256 is checked, and a
+ *    loading Redis exits on a corrupt RDB). Then: `CONFIG SET masterauth` to a random password
+ *    (and `masteruser` to none), `REPLICAOF 127.0.0.1 <the agent's port>`; the agent answers the
+ *    handshake (only that password gets anything), replies `+FULLRESYNC` and streams the
+ *    decompressed artifact into the socket as it arrives, nothing written to disk, the end-of-
+ *    transfer mark only once the artifact matched its manifest and the RDB its own CRC-64
+ *    (agent/engines/redis-rdb-checksum.ts: what a temporary server's load would have caught of an
+ *    RDB corrupt already when it was backed up, and a loading target would exit on); on an error
+ *    it drops the connection first, and the target aborts the transfer with its data as it was; waits until
+ *    the target's link is up (the backup loaded: keys, exact expiries, all databases, function
+ *    libraries), then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. The key count in
+ *    the log comes from the target's `INFO keyspace` after the load. When the checks cannot decide
+ *    (CONFIG refused, fewer `databases` on the target than the source had, modules, another
+ *    `repl-diskless-load`), or the target may not be made a replica or does not connect within
+ *    {@link REDIS_SYNC_START_MS}, nothing was sent and B runs instead. A transfer that stalls for
+ *    the target's `repl-timeout` (60 s by default) because the artifact stops arriving fails the
+ *    restore, the target untouched.
+ * B. A temporary server (older backups, targets elsewhere, and A's fallbacks):
  * 1. writes the RDB to a file in the work directory;
  * 2. starts a temporary `redis-server` on a free loopback port, with a random password, `dir` set to
  *    that directory, `save ""`, `appendonly no` and diskless replication without delay, which loads
@@ -25,19 +56,17 @@
  *    it lacks exits), running a Redis whose RDB version is at least the temporary server's (a
  *    replica that cannot load a full sync empties itself) (TargetMismatchError otherwise);
  * 4. full sync, when the target runs on this node (a loopback host or a socket: it must reach the
- *    temporary server's loopback port): `CONFIG SET masterauth` to the temporary password (and
- *    `masteruser` to none), `REPLICAOF 127.0.0.1 <port>`, waits until `master_link_status:up`
- *    (the RDB was streamed and loaded: keys, exact expiries, all databases, function libraries),
- *    then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. What connected clients see:
+ *    temporary server's loopback port): as in A, with the temporary server as the primary, which
+ *    forks and writes a new RDB for the target. What connected clients see (A and B):
  *    the old data until the transfer ends, then `-LOADING` errors while the target loads it (its
  *    `repl-diskless-load`, default `disabled`: the target writes the transfer to a temporary file in
  *    its `dir`, then replaces its `dbfilename` with it, and flushes and loads at once), then the
  *    backup; from `REPLICAOF` to `REPLICAOF NO ONE` writes fail with `-READONLY` (a target with
- *    `replica-read-only no` accepts them, and the load discards those made before it). A target
- *    nobody wrote to since the backup is still at the replication ID and offset the RDB records,
+ *    `replica-read-only no` accepts them, and the load discards those made before it). In B, a
+ *    target nobody wrote to since the backup is still at the replication ID and offset the RDB records,
  *    which the temporary server takes over when it loads the RDB: its sync is then an empty
  *    partial resynchronization, nothing sent or loaded, which Redis accepts because the target
- *    equals the backup. Its own replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
+ *    equals the backup (A always answers with a full sync under a fresh replication ID). Its own replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
  *    by ACLs or renamed) or does not connect within {@link REDIS_SYNC_START_MS}, it is detached,
  *    untouched, and step 5 runs instead;
  * 5. otherwise, key by key: `FLUSHALL` and the function libraries replaced with the backup's
@@ -51,13 +80,15 @@
  *    outlive an agent that is killed; while the target is its replica (step 4), the watchdog then
  *    also detaches the target (`REPLICAOF NO ONE`, `masterauth`/`masteruser` put back) with
  *    `redis-cli`, from a script in the work directory (mode 0600: it holds the old `masterauth`).
+ *    In A, a watchdog shell of the same kind runs that script when the agent's pipe to it closes
+ *    while the target is the agent's replica.
  *
  * What a failure or a kill leaves (issue 5, "safe restores"): before step 4 the target is
  * untouched. During a full sync the target holds the old data until the transfer is complete and
  * then the backup, whole (the load flushes and loads in one step): a failure or a kill leaves one
  * or the other, never part. The residual window: a kill of the agent together with its watchdog
  * (e.g. the whole process group, `systemctl kill`), or a crash of the machine, between `REPLICAOF`
- * and `REPLICAOF NO ONE`, leaves the target a read-only replica of a server that is gone, with the
+ * and `REPLICAOF NO ONE`, leaves the target a read-only replica of a primary that is gone, with the
  * temporary `masterauth`, until someone runs `REPLICAOF NO ONE` (and resets `masterauth`); the
  * next restore refuses such a target with that hint. In the key-by-key copy, from the `FLUSHALL`
  * on, the target holds only the keys copied so far: a failure or a kill there leaves it partly
@@ -65,16 +96,17 @@
  * `MULTI`/`EXEC` around every `RESTORE` is queued whole in the server's memory and blocks every
  * other client while it runs; `SWAPDB` into spare database indexes needs indexes the application
  * never uses and does not exist in Redis Cluster. A Redis restore keeps no pre-restore copy.
- * While it runs, the temporary server holds the whole dataset in memory on the agent's node, next to
- * the target's own. Not supported: Redis Cluster targets, and RDBs holding module data types
- * (the temporary server does not load modules).
+ * In A the agent holds no copy of the dataset: it passes the artifact through (a few MB of buffers);
+ * in B the temporary server holds the whole dataset in memory on the agent's node, next to the
+ * target's own. Not supported: Redis Cluster targets, and RDBs holding module data types (A does
+ * not send them, B's temporary server does not load modules).
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { Readable, type Writable } from 'node:stream';
+import { pipeline as pipeStreams, Readable, type Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 
 import { Redis, type RedisOptions } from 'ioredis';
@@ -98,6 +130,7 @@ import type {
   ResolvedConnection,
   ServiceTarget,
 } from './engine.js';
+import { rdbChecksumCheck } from './redis-rdb-checksum.js';
 import { startRdbSyncMaster, type RdbSyncMaster } from './redis-sync-master.js';
 
 /** Keys copied per pipelined round trip during a restore. */
@@ -238,6 +271,7 @@ export class RedisEngine implements Engine {
       rest = peeked.stream;
       const synced = await restoreBySync(service, unit.redis, unit.rawBytes ?? 0, peeked, ctx);
       if (synced.done) return;
+      if (synced.rest) rest = synced.rest;
       ctx.log(`redis: loading the backup into a temporary server first: ${synced.why}`);
     }
     await restoreThroughTempServer(service, rest, ctx);
@@ -321,9 +355,10 @@ const DETACH_WATCHDOG = 'cat >/dev/null 2>&1; if [ -f "$1" ]; then sh "$1"; fi >
  * without it ends with the server's exit). Then makes the target a replica of the agent, which
  * streams the RDB's bytes to it, and detaches it once its link is up (the backup loaded).
  *
- * Resolves `{ done: false, why }` with the target untouched and nothing of `rdb.stream` consumed
- * beyond its head (the caller then goes through a temporary server) when the checks cannot decide
- * or the target may not be made a replica, or did not connect in time.
+ * Resolves `{ done: false, why, rest }` with the target untouched and nothing of the RDB consumed
+ * beyond its head (the caller then goes through a temporary server, reading `rest` if given, else
+ * `rdb.stream`) when the checks cannot decide or the target may not be made a replica, or did not
+ * connect in time.
  *
  * @throws TargetMismatchError when the target cannot take the backup; ToolFailedError when the
  *   sync failed after it started (the target is detached, and holds its old data when the transfer
@@ -335,7 +370,7 @@ async function restoreBySync(
   rawBytes: number,
   rdb: { head: Buffer; stream: Readable },
   ctx: EngineContext,
-): Promise<{ done: boolean; why: string }> {
+): Promise<{ done: boolean; why: string; rest?: Readable }> {
   const version = /^REDIS(\d{4})$/.exec(rdb.head.toString('latin1'))?.[1];
   if (version === undefined) return { done: false, why: 'the backup does not start with an rdb header' };
   if (source.modules.length > 0)
@@ -375,7 +410,9 @@ async function restoreBySync(
       };
     dir = await mkdtemp(join(ctx.workDir, 'redis-restore-'));
     const detachScript = join(dir, 'detach.sh');
-    master = await startRdbSyncMaster(rdb.stream, rawBytes);
+    // The RDB's own checksum is checked on the way: the end mark goes out only when it matched.
+    const checked = pipeStreams(rdb.stream, rdbChecksumCheck(Number(version), 'dump.rdb'), () => {});
+    master = await startRdbSyncMaster(checked, rawBytes);
     const sync = master;
     if ((await toolOnPath('sh')) === null) throw new ToolMissingError('sh', 'dash');
     watchdog = spawnTool('sh', ['-c', DETACH_WATCHDOG, 'sh', detachScript], {
@@ -406,7 +443,7 @@ async function restoreBySync(
     );
     if (!synced.done) {
       if (sync.started()) throw new ToolFailedError('redis-server', null, null, synced.why);
-      return synced;
+      return { ...synced, rest: checked };
     }
     const keyspace = [...String(await target.info('keyspace')).matchAll(/^db(\d+):keys=(\d+)/gm)];
     const keys = keyspace.reduce((sum, m) => sum + Number(m[2]), 0);

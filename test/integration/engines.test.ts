@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -460,6 +460,31 @@ describe('engines', function () {
         await client.set('writable', 'yes');
       } finally {
         await client.config('SET', 'masterauth', '');
+        client.disconnect();
+      }
+    });
+
+    it('leaves the target untouched when the rdb was corrupt already when backed up (its own checksum differs)', async () => {
+      const engine = engineFor('redis');
+      const units = await dumpAll(engine, service(source), ctx, files);
+      const file = join(files, 'dump.rdb');
+      const bytes = await readFile(file);
+      const corrupt = join(files, 'corrupt.rdb');
+      const at = Math.floor(bytes.length / 2);
+      bytes.writeUInt8(bytes.readUInt8(at) ^ 0x20, at);
+      await writeFile(corrupt, bytes);
+      const client = target.client(0);
+      await client.flushall();
+      await client.set('precious', 'still here');
+      try {
+        await assert.rejects(
+          engine.restore(service(target), units[0]!, createReadStream(corrupt), ctx),
+          (err: unknown) => err instanceof ArtifactCorruptError && /checksum/.test(err.message),
+        );
+        assert.equal(await client.get('precious'), 'still here');
+        assert.equal(await client.dbsize(), 1);
+        assert.match(String(await client.info('replication')), /^role:master\r?$/m);
+      } finally {
         client.disconnect();
       }
     });
