@@ -415,10 +415,10 @@ async function restoreBySync(
     master = await startRdbSyncMaster(checked, rawBytes);
     const sync = master;
     if ((await toolOnPath('sh')) === null) throw new ToolMissingError('sh', 'dash');
+    // Not stopped by a cancellation: it is what detaches the target when our own detach failed.
     watchdog = spawnTool('sh', ['-c', DETACH_WATCHDOG, 'sh', detachScript], {
       env: { REDISCLI_AUTH: service.connection.password },
       stdio: ['pipe', 'ignore'],
-      signal: ctx.signal,
       debianPackage: 'dash',
     });
     watchdog.wait().catch(() => {});

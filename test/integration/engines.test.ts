@@ -464,6 +464,51 @@ describe('engines', function () {
       }
     });
 
+    it('cancelled during the sync from the agent: TaskAbortedError, the target detached with its own masterauth, old data or the backup', async () => {
+      const engine = engineFor('redis');
+      const big = source.client(9);
+      await big.eval(
+        "for i = 1, 300000 do redis.call('SET', 'bulk:' .. i, string.rep('x', 100)) end return 1",
+        0,
+      );
+      const units = await dumpAll(engine, service(source), ctx, files);
+      await big.flushdb();
+      big.disconnect();
+      const client = target.client(0);
+      await client.flushall();
+      await client.set('precious', 'still here');
+      await client.config('SET', 'masterauth', 'the-targets-own');
+      try {
+        const abort = new AbortController();
+        const slow = Readable.from(
+          (async function* () {
+            for await (const chunk of createReadStream(join(files, 'dump.rdb'), {
+              highWaterMark: 256 * 1024,
+            })) {
+              yield chunk as Buffer;
+              await new Promise((r) => setTimeout(r, 20));
+            }
+          })(),
+        );
+        const restoring = engine.restore(service(target), units[0]!, slow, { ...ctx, signal: abort.signal });
+        restoring.catch(() => {});
+        const deadline = Date.now() + 30_000;
+        while (!/^role:slave\r?$/m.test(String(await client.info('replication')))) {
+          assert.ok(Date.now() < deadline, 'the target never became a replica');
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        await new Promise((r) => setTimeout(r, 200));
+        abort.abort();
+        await assert.rejects(restoring, (err: unknown) => err instanceof TaskAbortedError);
+        assert.match(String(await client.info('replication')), /^role:master\r?$/m);
+        assert.deepEqual(await client.config('GET', 'masterauth'), ['masterauth', 'the-targets-own']);
+        assert.equal(await client.get('precious'), 'still here');
+      } finally {
+        await client.config('SET', 'masterauth', '');
+        client.disconnect();
+      }
+    });
+
     it('leaves the target untouched when the rdb was corrupt already when backed up (its own checksum differs)', async () => {
       const engine = engineFor('redis');
       const units = await dumpAll(engine, service(source), ctx, files);
