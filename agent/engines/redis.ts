@@ -36,9 +36,9 @@
  *    decompressed artifact into the socket as it arrives, nothing written to disk, the end-of-
  *    transfer mark only once the artifact matched its manifest and the RDB its own CRC-64
  *    (agent/engines/redis-rdb-checksum.ts: what a temporary server's load would have caught of an
- *    RDB corrupt already when it was backed up, and a loading target would exit on); on an error
- *    it drops the connection first, and the target aborts the transfer with its data as it was; waits until
- *    the target's link is up (the backup loaded: keys, exact expiries, all databases, function
+ *    RDB corrupt already when it was backed up, and a loading target would exit on); on an
+ *    error it drops the connection first, and the target aborts the transfer with its data as it
+ *    was; waits until the target's link is up (the backup loaded: keys, exact expiries, all databases, function
  *    libraries), then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. The key count in
  *    the log comes from the target's `INFO keyspace` after the load. When the checks cannot decide
  *    (CONFIG refused, fewer `databases` on the target than the source had, modules, another
@@ -66,7 +66,8 @@
  *    target nobody wrote to since the backup is still at the replication ID and offset the RDB records,
  *    which the temporary server takes over when it loads the RDB: its sync is then an empty
  *    partial resynchronization, nothing sent or loaded, which Redis accepts because the target
- *    equals the backup (A always answers with a full sync under a fresh replication ID). Its own replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
+ *    equals the backup (A always answers with a full sync under a fresh replication ID). Its own
+ *    replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
  *    by ACLs or renamed) or does not connect within {@link REDIS_SYNC_START_MS}, it is detached,
  *    untouched, and step 5 runs instead;
  * 5. otherwise, key by key: `FLUSHALL` and the function libraries replaced with the backup's
