@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError, TaskAbortedError, errorMessage } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { restoreOrder } from '../shared/manifest.js';
+import { redisSourceFromWire, restoreOrder } from '../shared/manifest.js';
 import type {
   WireArtifact,
   WireDrilledArtifact,
@@ -482,6 +482,7 @@ export class TaskRunner {
                 database: unit.database,
                 format: unit.format,
                 compression,
+                ...(unit.redis ? { redis: unit.redis } : {}),
               },
               source: { start: async (into) => engine.dump(service, (await collecting).unit, ctx, into) },
               compression: this.compression,
@@ -728,5 +729,12 @@ export class TaskRunner {
 /** The engine unit an artifact was made from. */
 function unitOf(a: WireArtifact): DumpUnit {
   const file = a.name.slice(a.name.indexOf('/') + 1).replace(/\.(zst|gz)$/, '');
-  return { database: a.database, format: a.format as DumpUnit['format'], fileName: file };
+  const redis = redisSourceFromWire(a.redis);
+  return {
+    database: a.database,
+    format: a.format as DumpUnit['format'],
+    fileName: file,
+    rawBytes: Number(a.rawBytes) || 0,
+    ...(redis ? { redis } : {}),
+  };
 }

@@ -23,6 +23,7 @@ import {
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
   checkArtifactEntry,
+  redisSourceFromWire,
   restoreOrder,
   serializeManifest,
   type ArtifactEntry,
@@ -1897,6 +1898,7 @@ function consistencyOf(kind: string): string {
 /** Manifest entry from a wire artifact. */
 export function toEntry(a: WireArtifact): ArtifactEntry {
   const stats = statsFromWire(a.stats, a.kind);
+  const redis = redisSourceFromWire(a.redis);
   return {
     name: a.name,
     service: a.service,
@@ -1913,6 +1915,7 @@ export function toEntry(a: WireArtifact): ArtifactEntry {
       : {}),
     ...(a.key ? { key: a.key } : {}),
     ...(stats ? { stats } : {}),
+    ...(redis ? { redis } : {}),
   };
 }
 
@@ -1933,6 +1936,7 @@ export function toWire(a: ArtifactEntry): WireArtifact {
     keyFingerprint: a.key_fingerprint ?? '',
     key: a.key ?? '',
     stats: a.stats ?? null,
+    redis: a.redis ?? null,
   };
 }
 

@@ -17,7 +17,7 @@ import { InvalidArgumentError } from './errors.js';
  * ```
  *
  * Readers check `format_version` first and refuse versions they do not know. Optional fields
- * added within version 1 (`encryption`, `key_fingerprint`, `stats`) are absent from older
+ * added within version 1 (`encryption`, `key_fingerprint`, `stats`, `redis`) are absent from older
  * manifests, which stay valid; readers ignore fields they do not know.
  */
 export const MANIFEST_FORMAT = 'envsnap-manifest';
@@ -65,6 +65,34 @@ export interface ArtifactEntry {
    * drills existed.
    */
   stats?: ArtifactStats;
+  /**
+   * Redis: what the source server was when the RDB was taken, for a restore that sends the RDB's
+   * bytes to the target as they are (agent/engines/redis.ts); absent when not known (the source
+   * refused `CONFIG GET` or `MODULE LIST`) and in manifests written before it was recorded.
+   */
+  redis?: RedisSource;
+}
+
+/** See {@link ArtifactEntry.redis}. */
+export interface RedisSource {
+  /**
+   * The source's `databases` setting (immutable while a server runs): every database index in the
+   * RDB is below it.
+   */
+  databases: number;
+  /** Names of the modules the source had loaded (`MODULE LIST`): only they can have written data to the RDB. */
+  modules: string[];
+}
+
+/**
+ * A Redis source from the wire (proto-loader gives an unset message as null), or undefined when
+ * unset or not usable (no `databases`).
+ */
+export function redisSourceFromWire(w: unknown): RedisSource | undefined {
+  const r = w as { databases?: number | string; modules?: string[] } | null | undefined;
+  const databases = Number(r?.databases ?? 0);
+  if (!r || !Number.isSafeInteger(databases) || databases <= 0) return undefined;
+  return { databases, modules: [...(r.modules ?? [])] };
 }
 
 export interface Manifest {

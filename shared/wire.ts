@@ -8,6 +8,7 @@
  */
 
 import type { ArtifactStats } from './drill-stats.js';
+import type { RedisSource } from './manifest.js';
 
 export type BackupStatus = 'PENDING' | 'IN_PROGRESS' | 'COMPLETE' | 'FAILED' | 'EXPIRING';
 
@@ -29,6 +30,8 @@ export interface WireArtifact {
   key?: string;
   /** Stats for restore drills; null/undefined when not recorded (normalize with statsFromWire). */
   stats?: ArtifactStats | null;
+  /** Redis: the source server when the RDB was taken; null/undefined when not known (normalize with redisSourceFromWire). */
+  redis?: RedisSource | null;
 }
 
 /** Where an agent writes (backups) or reads (restores) an artifact: `StorageTarget` in the proto. */

@@ -1,5 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 
+import type { RedisSource } from '../../shared/manifest.js';
+
 /**
  * A connection to a database or cache on the agent's own node, with its secret
  * already resolved from `password_file` / `password_env`. Never log this object.
@@ -38,6 +40,13 @@ export interface DumpUnit {
    * `pg_dump --snapshot=`, so that the dump and the restore-drill stats see the same data.
    */
   snapshot?: string;
+  /**
+   * Redis: the source server when the RDB was taken (recorded by `plan`, kept in the manifest,
+   * given back to a restore); absent when not known.
+   */
+  redis?: RedisSource;
+  /** Restores: the artifact's raw size in bytes (the manifest's `raw_bytes`); 0 or absent when not known. */
+  rawBytes?: number;
 }
 
 /** An artifact as stored, for {@link Engine.restoreCompressed}. */

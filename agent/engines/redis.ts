@@ -1,5 +1,6 @@
 /**
- * Redis: a point-in-time RDB snapshot, restored by a full sync from a temporary server.
+ * Redis: a point-in-time RDB snapshot, restored by a full sync from the agent itself (or, for
+ * backups that do not record their source, a temporary server).
  *
  * Backup: `redis-cli --rdb FILE` asks the server for the RDB it would send a new replica
  * (REPLCONF + SYNC), which the server produces with a fork: one consistent snapshot of every
@@ -15,7 +16,37 @@
  *
  * Restore: a running server can only load an RDB file when it restarts, and envsnap does not own the
  * server (its config, process manager, persistence files). But a replica loads a whole RDB from its
- * primary at run time (a full sync), natively. So envsnap:
+ * primary at run time (a full sync), natively. Two ways to be that primary:
+ *
+ * A. The agent itself (agent/engines/redis-sync-master.ts), when the backup records its source
+ *    (`redis` in the manifest: the source's `databases` setting and loaded modules, read by
+ *    {@link RedisEngine.plan} with `CONFIG GET databases` and `MODULE LIST`) and the target runs on
+ *    this node (a loopback host or a socket). Checks first, with the target untouched: the RDB
+ *    header's format version (its first 9 bytes, `REDIS00NN`) against the target's Redis version
+ *    (a replica that cannot load a full sync empties itself); a standalone primary (not a replica,
+ *    not Redis Cluster); at least as many `databases` as the source had (every index in the RDB is
+ *    below the source's setting; a replica that loads an index it lacks exits, rdb.c); no modules at
+ *    the source (module data needs its module on the target: a Redis that loads it without exits);
+ *    `repl-diskless-load disabled` on the target (the default: it writes the transfer to a
+ *    temporary file and flushes and loads only once the transfer is complete; `swapdb` and
+ *    `on-empty-db` parse the transfer as it arrives, before the artifact's SHA-256 is checked, and a
+ *    loading Redis exits on a corrupt RDB). Then: `CONFIG SET masterauth` to a random password
+ *    (and `masteruser` to none), `REPLICAOF 127.0.0.1 <the agent's port>`; the agent answers the
+ *    handshake (only that password gets anything), replies `+FULLRESYNC` and streams the
+ *    decompressed artifact into the socket as it arrives, nothing written to disk, the end-of-
+ *    transfer mark only once the artifact matched its manifest and the RDB its own CRC-64
+ *    (agent/engines/redis-rdb-checksum.ts: what a temporary server's load would have caught of an
+ *    RDB corrupt already when it was backed up, and a loading target would exit on); on an
+ *    error it drops the connection first, and the target aborts the transfer with its data as it
+ *    was; waits until the target's link is up (the backup loaded: keys, exact expiries, all databases, function
+ *    libraries), then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. The key count in
+ *    the log comes from the target's `INFO keyspace` after the load. When the checks cannot decide
+ *    (CONFIG refused, fewer `databases` on the target than the source had, modules, another
+ *    `repl-diskless-load`), or the target may not be made a replica or does not connect within
+ *    {@link REDIS_SYNC_START_MS}, nothing was sent and B runs instead. A transfer that stalls for
+ *    the target's `repl-timeout` (60 s by default) because the artifact stops arriving fails the
+ *    restore, the target untouched.
+ * B. A temporary server (older backups, targets elsewhere, and A's fallbacks):
  * 1. writes the RDB to a file in the work directory;
  * 2. starts a temporary `redis-server` on a free loopback port, with a random password, `dir` set to
  *    that directory, `save ""`, `appendonly no` and diskless replication without delay, which loads
@@ -25,19 +56,18 @@
  *    it lacks exits), running a Redis whose RDB version is at least the temporary server's (a
  *    replica that cannot load a full sync empties itself) (TargetMismatchError otherwise);
  * 4. full sync, when the target runs on this node (a loopback host or a socket: it must reach the
- *    temporary server's loopback port): `CONFIG SET masterauth` to the temporary password (and
- *    `masteruser` to none), `REPLICAOF 127.0.0.1 <port>`, waits until `master_link_status:up`
- *    (the RDB was streamed and loaded: keys, exact expiries, all databases, function libraries),
- *    then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. What connected clients see:
+ *    temporary server's loopback port): as in A, with the temporary server as the primary, which
+ *    forks and writes a new RDB for the target. What connected clients see (A and B):
  *    the old data until the transfer ends, then `-LOADING` errors while the target loads it (its
  *    `repl-diskless-load`, default `disabled`: the target writes the transfer to a temporary file in
  *    its `dir`, then replaces its `dbfilename` with it, and flushes and loads at once), then the
  *    backup; from `REPLICAOF` to `REPLICAOF NO ONE` writes fail with `-READONLY` (a target with
- *    `replica-read-only no` accepts them, and the load discards those made before it). A target
- *    nobody wrote to since the backup is still at the replication ID and offset the RDB records,
+ *    `replica-read-only no` accepts them, and the load discards those made before it). In B, a
+ *    target nobody wrote to since the backup is still at the replication ID and offset the RDB records,
  *    which the temporary server takes over when it loads the RDB: its sync is then an empty
  *    partial resynchronization, nothing sent or loaded, which Redis accepts because the target
- *    equals the backup. Its own replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
+ *    equals the backup (A always answers with a full sync under a fresh replication ID). Its own
+ *    replicas resync from it. If the target may not be made a replica (CONFIG or REPLICAOF refused
  *    by ACLs or renamed) or does not connect within {@link REDIS_SYNC_START_MS}, it is detached,
  *    untouched, and step 5 runs instead;
  * 5. otherwise, key by key: `FLUSHALL` and the function libraries replaced with the backup's
@@ -51,13 +81,15 @@
  *    outlive an agent that is killed; while the target is its replica (step 4), the watchdog then
  *    also detaches the target (`REPLICAOF NO ONE`, `masterauth`/`masteruser` put back) with
  *    `redis-cli`, from a script in the work directory (mode 0600: it holds the old `masterauth`).
+ *    In A, a watchdog shell of the same kind runs that script when the agent's pipe to it closes
+ *    while the target is the agent's replica.
  *
  * What a failure or a kill leaves (issue 5, "safe restores"): before step 4 the target is
  * untouched. During a full sync the target holds the old data until the transfer is complete and
  * then the backup, whole (the load flushes and loads in one step): a failure or a kill leaves one
  * or the other, never part. The residual window: a kill of the agent together with its watchdog
  * (e.g. the whole process group, `systemctl kill`), or a crash of the machine, between `REPLICAOF`
- * and `REPLICAOF NO ONE`, leaves the target a read-only replica of a server that is gone, with the
+ * and `REPLICAOF NO ONE`, leaves the target a read-only replica of a primary that is gone, with the
  * temporary `masterauth`, until someone runs `REPLICAOF NO ONE` (and resets `masterauth`); the
  * next restore refuses such a target with that hint. In the key-by-key copy, from the `FLUSHALL`
  * on, the target holds only the keys copied so far: a failure or a kill there leaves it partly
@@ -65,16 +97,17 @@
  * `MULTI`/`EXEC` around every `RESTORE` is queued whole in the server's memory and blocks every
  * other client while it runs; `SWAPDB` into spare database indexes needs indexes the application
  * never uses and does not exist in Redis Cluster. A Redis restore keeps no pre-restore copy.
- * While it runs, the temporary server holds the whole dataset in memory on the agent's node, next to
- * the target's own. Not supported: Redis Cluster targets, and RDBs holding module data types
- * (the temporary server does not load modules).
+ * In A the agent holds no copy of the dataset: it passes the artifact through (a few MB of buffers);
+ * in B the temporary server holds the whole dataset in memory on the agent's node, next to the
+ * target's own. Not supported: Redis Cluster targets, and RDBs holding module data types (A does
+ * not send them, B's temporary server does not load modules).
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { Readable, type Writable } from 'node:stream';
+import { pipeline as pipeStreams, Readable, type Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 
 import { Redis, type RedisOptions } from 'ioredis';
@@ -87,6 +120,7 @@ import {
   ToolMissingError,
 } from '../../shared/errors.js';
 import { readGrowingFile } from '../../shared/growing-file.js';
+import type { RedisSource } from '../../shared/manifest.js';
 import { runTool, spawnTool, toolOnPath, type ToolProcess } from '../tool-process.js';
 import type {
   DumpProcess,
@@ -97,6 +131,8 @@ import type {
   ResolvedConnection,
   ServiceTarget,
 } from './engine.js';
+import { rdbChecksumCheck } from './redis-rdb-checksum.js';
+import { startRdbSyncMaster, type RdbSyncMaster } from './redis-sync-master.js';
 
 /** Keys copied per pipelined round trip during a restore. */
 export const REDIS_RESTORE_BATCH = 500;
@@ -124,9 +160,20 @@ export class RedisEngine implements Engine {
   readonly consistency =
     'point-in-time snapshot of the whole server (the RDB Redis forks for a replica, fetched with redis-cli --rdb)';
 
-  /** Always the one whole-server unit `dump.rdb`. */
-  plan(): Promise<DumpUnit[]> {
-    return Promise.resolve([{ ...REDIS_UNIT }]);
+  /**
+   * The one whole-server unit `dump.rdb`, with what a restore needs to know about the source
+   * (`redis`: its `databases` setting and loaded modules, see {@link readSourceShape}); without it
+   * when the source refuses `CONFIG GET` or `MODULE LIST` (a restore then loads the RDB into a
+   * temporary server first). Never rejects for that.
+   */
+  async plan(service: ServiceTarget, ctx: EngineContext): Promise<DumpUnit[]> {
+    const redis = await readSourceShape(service.connection).catch((err: unknown) => {
+      ctx.log(
+        `redis: the source's databases and modules are not recorded (${redisErrorWord(err)}): a restore of this backup will load it into a temporary server first`,
+      );
+      return undefined;
+    });
+    return [{ ...REDIS_UNIT, ...(redis ? { redis } : {}) }];
   }
 
   /**
@@ -204,54 +251,281 @@ export class RedisEngine implements Engine {
     return Promise.resolve([]);
   }
 
-  async restore(service: ServiceTarget, _unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void> {
-    const dir = await mkdtemp(join(ctx.workDir, 'redis-restore-'));
+  /**
+   * Restores the RDB (see the file comment): sent by the agent itself to a local target when the
+   * backup records its source ({@link DumpUnit.redis}) and the target fits, else through a
+   * temporary server.
+   *
+   * @throws TargetMismatchError when the target cannot take the backup (before it is touched),
+   *   ToolFailedError when the sync or the temporary server fails, TaskAbortedError when cancelled.
+   */
+  async restore(service: ServiceTarget, unit: DumpUnit, input: Readable, ctx: EngineContext): Promise<void> {
+    let rest = input;
+    if (unit.redis && isLocal(service.connection)) {
+      let peeked: { head: Buffer; stream: Readable };
+      try {
+        peeked = await peekHead(input, RDB_HEADER_BYTES);
+      } catch (err) {
+        if (ctx.signal.aborted) throw new TaskAbortedError('redis restore was stopped', { cause: err });
+        throw err;
+      }
+      rest = peeked.stream;
+      const synced = await restoreBySync(service, unit.redis, unit.rawBytes ?? 0, peeked, ctx);
+      if (synced.done) return;
+      if (synced.rest) rest = synced.rest;
+      ctx.log(`redis: loading the backup into a temporary server first: ${synced.why}`);
+    }
+    await restoreThroughTempServer(service, rest, ctx);
+  }
+}
+
+/** The restore through a temporary server that loads the RDB first (steps 1-6 of the file comment). */
+async function restoreThroughTempServer(
+  service: ServiceTarget,
+  input: Readable,
+  ctx: EngineContext,
+): Promise<void> {
+  const dir = await mkdtemp(join(ctx.workDir, 'redis-restore-'));
+  const detachScript = join(dir, 'detach.sh');
+  let server: TempServer | undefined;
+  let target: Redis | undefined;
+  try {
+    await pipeline(input, createWriteStream(join(dir, 'dump.rdb'), { mode: 0o600 }), {
+      signal: ctx.signal,
+    });
+    server = await startTempServer(dir, ctx.signal, {
+      detachScript,
+      targetPassword: service.connection.password,
+    });
+    target = new Redis(targetOptions(service.connection));
+    target.on('error', () => {}); // failures reach us through the commands' promises
+    await raceExit(target.connect(), server);
+    const temp = server;
+    const checked = await raceExit(checkTarget(temp.client, target), temp);
+    const synced = isLocal(service.connection)
+      ? await raceExit(
+          fullSyncFrom(tempSyncSource(temp), target, {
+            connection: service.connection,
+            detachScript,
+            signal: ctx.signal,
+          }),
+          temp,
+        )
+      : { done: false, why: 'the target is not on this node (loopback or socket)' };
+    if (synced.done) {
+      ctx.log(`redis: restored ${checked.keys} keys in ${checked.databases.length} databases (full sync)`);
+      return;
+    }
+    ctx.log(`redis: copying key by key: ${synced.why}`);
+    const copied = await raceExit(copyAll(temp.client, target, checked.databases, ctx.signal), temp);
+    ctx.log(`redis: restored ${copied.keys} keys in ${copied.databases} databases`);
+  } catch (err) {
+    if (ctx.signal.aborted) throw new TaskAbortedError('redis restore was stopped', { cause: err });
+    throw err;
+  } finally {
+    target?.disconnect();
+    // Left only when the target could not be detached over our connection (e.g. -LOADING).
+    if (existsSync(detachScript)) {
+      await runTool('sh', [detachScript], {
+        env: { REDISCLI_AUTH: service.connection.password },
+        debianPackage: 'dash',
+      }).catch((err: unknown) => ctx.log(`redis: could not detach the target: ${errorMessage(err)}`));
+      await rm(detachScript, { force: true });
+    }
+    if (server) await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Bytes of an RDB's header: `REDIS` and the format version in four digits (Redis source, rdb.c). */
+const RDB_HEADER_BYTES = 9;
+
+/**
+ * A watchdog for the agent's own full sync: `cat` reads the pipe from the agent until it closes
+ * (the agent is done, or died, `kill -9` included), then the detach script (`$1`) runs if it
+ * exists, which it does only while the target is a replica of the agent.
+ */
+const DETACH_WATCHDOG = 'cat >/dev/null 2>&1; if [ -f "$1" ]; then sh "$1"; fi >/dev/null 2>&1';
+
+/**
+ * The restore without a temporary server (step 4 of the file comment with the agent as the
+ * primary, agent/engines/redis-sync-master.ts). Checks first, with the target untouched: a
+ * standalone primary; a Redis that reads the RDB's format version (from its header); at least as
+ * many `databases` as the source had (every index in the RDB is below the source's setting); no
+ * modules loaded at the source (module data would need the module on the target, which a load
+ * without it ends with the server's exit). Then makes the target a replica of the agent, which
+ * streams the RDB's bytes to it, and detaches it once its link is up (the backup loaded).
+ *
+ * Resolves `{ done: false, why, rest }` with the target untouched and nothing of the RDB consumed
+ * beyond its head (the caller then goes through a temporary server, reading `rest` if given, else
+ * `rdb.stream`) when the checks cannot decide or the target may not be made a replica, or did not
+ * connect in time.
+ *
+ * @throws TargetMismatchError when the target cannot take the backup; ToolFailedError when the
+ *   sync failed after it started (the target is detached, and holds its old data when the transfer
+ *   did not complete); TaskAbortedError when cancelled.
+ */
+async function restoreBySync(
+  service: ServiceTarget,
+  source: RedisSource,
+  rawBytes: number,
+  rdb: { head: Buffer; stream: Readable },
+  ctx: EngineContext,
+): Promise<{ done: boolean; why: string; rest?: Readable }> {
+  const version = /^REDIS(\d{4})$/.exec(rdb.head.toString('latin1'))?.[1];
+  if (version === undefined) return { done: false, why: 'the backup does not start with an rdb header' };
+  if (source.modules.length > 0)
+    return { done: false, why: `the source had modules loaded (${source.modules.join(', ')})` };
+  const target = new Redis(targetOptions(service.connection));
+  target.on('error', () => {}); // failures reach us through the commands' promises
+  let dir: string | undefined;
+  let master: RdbSyncMaster | undefined;
+  let watchdog: ToolProcess | undefined;
+  try {
+    await target.connect();
+    const shape = await readTarget(target);
+    checkTargetRole(shape);
+    const have = targetRdbVersion(shape);
+    if (have === undefined) return { done: false, why: "the target's redis version is not known" };
+    if (have < Number(version)) {
+      throw new TargetMismatchError(
+        `the redis target (${infoField(shape.info, 'redis_version')}) cannot load the backup's rdb version ${Number(version)}`,
+        { hint: 'restore into a redis at least as new as the one backed up' },
+      );
+    }
+    if (shape.databases === undefined)
+      return { done: false, why: "the target's databases setting cannot be read (CONFIG)" };
+    if (shape.databases < source.databases) {
+      return {
+        done: false,
+        why: `the target has ${shape.databases} databases and the source had ${source.databases}: the databases the backup uses are read from it`,
+      };
+    }
+    // Only a target that loads the transfer once it is complete: one that parses it as it arrives
+    // (swapdb, on-empty-db) would see the bytes before their SHA-256 is checked, and a corrupt RDB
+    // makes a loading Redis exit.
+    if (shape.disklessLoad !== 'disabled')
+      return {
+        done: false,
+        why: `the target's repl-diskless-load is ${shape.disklessLoad ?? 'not readable'}, not disabled`,
+      };
+    dir = await mkdtemp(join(ctx.workDir, 'redis-restore-'));
     const detachScript = join(dir, 'detach.sh');
-    let server: TempServer | undefined;
-    let target: Redis | undefined;
-    try {
-      await pipeline(input, createWriteStream(join(dir, 'dump.rdb'), { mode: 0o600 }), {
-        signal: ctx.signal,
-      });
-      server = await startTempServer(dir, ctx.signal, {
+    // The RDB's own checksum is checked on the way: the end mark goes out only when it matched.
+    const checked = pipeStreams(rdb.stream, rdbChecksumCheck(Number(version), 'dump.rdb'), () => {});
+    master = await startRdbSyncMaster(checked, rawBytes);
+    const sync = master;
+    if ((await toolOnPath('sh')) === null) throw new ToolMissingError('sh', 'dash');
+    // Not stopped by a cancellation: it is what detaches the target when our own detach failed.
+    watchdog = spawnTool('sh', ['-c', DETACH_WATCHDOG, 'sh', detachScript], {
+      env: { REDISCLI_AUTH: service.connection.password },
+      stdio: ['pipe', 'ignore'],
+      debianPackage: 'dash',
+    });
+    watchdog.wait().catch(() => {});
+    // The sync's failure on the agent's side (the input's error, a lost link) ends the wait at once,
+    // and fullSyncFrom detaches the target.
+    const failed = new AbortController();
+    sync.lost.catch((err: unknown) => failed.abort(err));
+    sync.sent.catch((err: unknown) => failed.abort(err));
+    const synced = await fullSyncFrom(
+      {
+        port: sync.port,
+        password: sync.password,
+        syncing: () => Promise.resolve(sync.started()),
+        linkUp: () => sync.close(),
+      },
+      target,
+      {
+        connection: service.connection,
         detachScript,
-        targetPassword: service.connection.password,
-      });
-      target = new Redis(targetOptions(service.connection));
-      target.on('error', () => {}); // failures reach us through the commands' promises
-      await raceExit(target.connect(), server);
-      const temp = server;
-      const checked = await raceExit(checkTarget(temp.client, target), temp);
-      const synced = isLocal(service.connection)
-        ? await raceExit(
-            fullSyncFrom(temp, target, { connection: service.connection, detachScript, signal: ctx.signal }),
-            temp,
-          )
-        : { done: false, why: 'the target is not on this node (loopback or socket)' };
-      if (synced.done) {
-        ctx.log(`redis: restored ${checked.keys} keys in ${checked.databases.length} databases (full sync)`);
-        return;
-      }
-      ctx.log(`redis: copying key by key: ${synced.why}`);
-      const copied = await raceExit(copyAll(temp.client, target, checked.databases, ctx.signal), temp);
-      ctx.log(`redis: restored ${copied.keys} keys in ${copied.databases} databases`);
-    } catch (err) {
-      if (ctx.signal.aborted) throw new TaskAbortedError('redis restore was stopped', { cause: err });
-      throw err;
-    } finally {
-      target?.disconnect();
-      // Left only when the target could not be detached over our connection (e.g. -LOADING).
-      if (existsSync(detachScript)) {
-        await runTool('sh', [detachScript], {
-          env: { REDISCLI_AUTH: service.connection.password },
-          debianPackage: 'dash',
-        }).catch((err: unknown) => ctx.log(`redis: could not detach the target: ${errorMessage(err)}`));
-        await rm(detachScript, { force: true });
-      }
-      if (server) await server.stop();
-      await rm(dir, { recursive: true, force: true });
+        signal: AbortSignal.any([ctx.signal, failed.signal]),
+      },
+    );
+    if (!synced.done) {
+      if (sync.started()) throw new ToolFailedError('redis-server', null, null, synced.why);
+      return { ...synced, rest: checked };
+    }
+    const keyspace = [...String(await target.info('keyspace')).matchAll(/^db(\d+):keys=(\d+)/gm)];
+    const keys = keyspace.reduce((sum, m) => sum + Number(m[2]), 0);
+    ctx.log(
+      `redis: restored ${keys} keys in ${keyspace.length} databases (full sync, the backup's rdb sent by the agent)`,
+    );
+    return { done: true, why: '' };
+  } catch (err) {
+    if (ctx.signal.aborted) throw new TaskAbortedError('redis restore was stopped', { cause: err });
+    throw err;
+  } finally {
+    // fullSyncFrom detached the target (or left the script for the watchdog when it could not).
+    master?.close();
+    target.disconnect();
+    if (watchdog) {
+      watchdog.child.stdin?.end(); // the watchdog runs the detach script if it is still there
+      await watchdog
+        .wait()
+        .catch((err: unknown) => ctx.log(`redis: could not detach the target: ${errorMessage(err)}`));
+    }
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * What a restore needs to know about the source (see {@link RedisSource}): `CONFIG GET databases`
+ * and `MODULE LIST`.
+ *
+ * @throws Error from ioredis when the server cannot be reached or refuses either command.
+ */
+export async function readSourceShape(conn: ResolvedConnection): Promise<RedisSource> {
+  const client = new Redis(targetOptions(conn));
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    const databases = Number(((await client.config('GET', 'databases')) as string[])[1]);
+    if (!Number.isSafeInteger(databases) || databases <= 0) throw new Error('ERR no databases setting');
+    // RESP2: one flat array per module, `name <name> ver <n> ...`.
+    const list = (await client.call('MODULE', 'LIST')) as unknown[][];
+    const modules = list.map((m) => {
+      const name = m[m.indexOf('name') + 1];
+      return typeof name === 'string' ? name : '?';
+    });
+    return { databases, modules };
+  } finally {
+    client.disconnect();
+  }
+}
+
+/**
+ * Reads the first `n` bytes of `input` (fewer if it ends first) and returns them with a stream
+ * that gives every byte of `input` again from the first, errors included. Destroying that stream
+ * destroys `input`.
+ */
+export async function peekHead(input: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {
+  const it = (input as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let ended = false;
+  while (size < n) {
+    const r = await it.next();
+    if (r.done) {
+      ended = true;
+      break;
+    }
+    chunks.push(r.value);
+    size += r.value.length;
+  }
+  const first = Buffer.concat(chunks);
+  async function* replay(): AsyncGenerator<Buffer> {
+    if (first.length > 0) yield first;
+    if (ended) return;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
     }
   }
+  const stream = Readable.from(replay(), { objectMode: false });
+  stream.once('close', () => input.destroy());
+  return { head: first.subarray(0, n), stream };
 }
 
 /** redis-cli arguments for the connection; the password goes through REDISCLI_AUTH, never here. */
@@ -515,6 +789,59 @@ interface BackupKeyspace {
   keys: number;
 }
 
+/** What the checks read from the target (`INFO server`, `INFO replication`, `CONFIG GET databases`). */
+interface TargetShape {
+  info: string;
+  /** Its `databases` setting; undefined when CONFIG is not permitted. */
+  databases: number | undefined;
+  /** Its `repl-diskless-load` setting; undefined when CONFIG is not permitted. */
+  disklessLoad: string | undefined;
+}
+
+async function readTarget(target: Redis): Promise<TargetShape> {
+  const info = String(await target.info('server')) + String(await target.info('replication'));
+  const databases = await target
+    .config('GET', 'databases')
+    .then((r) => Number((r as string[])[1]))
+    .catch(() => NaN);
+  const disklessLoad = await target
+    .config('GET', 'repl-diskless-load')
+    .then((r) => (r as string[])[1])
+    .catch(() => undefined);
+  return { info, databases: Number.isFinite(databases) ? databases : undefined, disklessLoad };
+}
+
+function infoField(text: string, name: string): string | undefined {
+  return new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(text)?.[1];
+}
+
+/**
+ * The target must be a standalone primary: not Redis Cluster, not a replica.
+ *
+ * @throws TargetMismatchError naming what does not fit.
+ */
+function checkTargetRole(shape: TargetShape): void {
+  const { info } = shape;
+  if (infoField(info, 'redis_mode') === 'cluster') {
+    throw new TargetMismatchError('the redis target runs in cluster mode', {
+      hint: 'envsnap restores standalone redis servers only',
+    });
+  }
+  if (infoField(info, 'role') !== 'master') {
+    throw new TargetMismatchError(
+      `the redis target is a replica of ${infoField(info, 'master_host') ?? '?'}:${infoField(info, 'master_port') ?? '?'}`,
+      {
+        hint: 'restore into the primary; if a killed restore left it a replica of 127.0.0.1, run REPLICAOF NO ONE on it',
+      },
+    );
+  }
+}
+
+/** The RDB format version the target's Redis reads up to (see {@link rdbVersion}), undefined if unknown. */
+function targetRdbVersion(shape: TargetShape): number | undefined {
+  return rdbVersion(infoField(shape.info, 'redis_version'));
+}
+
 /**
  * Checks, before the target is touched, that it can take the backup the temporary server loaded:
  * a standalone primary (not a replica, not Redis Cluster), with enough databases (a replica that
@@ -527,36 +854,20 @@ async function checkTarget(source: Redis, target: Redis): Promise<BackupKeyspace
   const keyspace = [...String(await source.info('keyspace')).matchAll(/^db(\d+):keys=(\d+)/gm)];
   const databases = keyspace.map((m) => Number(m[1]));
   const keys = keyspace.reduce((sum, m) => sum + Number(m[2]), 0);
-  const info = String(await target.info('server')) + String(await target.info('replication'));
-  const field = (text: string, name: string): string | undefined =>
-    new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(text)?.[1];
-  if (field(info, 'redis_mode') === 'cluster') {
-    throw new TargetMismatchError('the redis target runs in cluster mode', {
-      hint: 'envsnap restores standalone redis servers only',
-    });
-  }
-  if (field(info, 'role') !== 'master') {
-    throw new TargetMismatchError(
-      `the redis target is a replica of ${field(info, 'master_host') ?? '?'}:${field(info, 'master_port') ?? '?'}`,
-      {
-        hint: 'restore into the primary; if a killed restore left it a replica of 127.0.0.1, run REPLICAOF NO ONE on it',
-      },
-    );
-  }
-  const have = rdbVersion(field(info, 'redis_version'));
-  const need = rdbVersion(field(String(await source.info('server')), 'redis_version'));
+  const shape = await readTarget(target);
+  checkTargetRole(shape);
+  const have = targetRdbVersion(shape);
+  const need = rdbVersion(infoField(String(await source.info('server')), 'redis_version'));
   if (have !== undefined && need !== undefined && have < need) {
     throw new TargetMismatchError(
-      `the redis target (${field(info, 'redis_version')}) cannot load rdb version ${need} written by this node's redis-server`,
+      `the redis target (${infoField(shape.info, 'redis_version')}) cannot load rdb version ${need} written by this node's redis-server`,
       { hint: "install the target's redis version (or older) on the agent's node, or upgrade the target" },
     );
   }
-  const count = await target
-    .config('GET', 'databases')
-    .then((r) => Number((r as string[])[1]))
-    .catch(() => NaN); // CONFIG not permitted: the copy or the sync reports a missing database
+  // CONFIG not permitted (undefined): the copy or the sync reports a missing database.
+  const count = shape.databases;
   const highest = Math.max(-1, ...databases);
-  if (Number.isFinite(count) && highest >= count) {
+  if (count !== undefined && highest >= count) {
     throw new TargetMismatchError(
       `the backup has keys in database ${highest} but the redis target has ${count} databases`,
       { hint: `set databases ${highest + 1} (or more) in the target's config` },
@@ -591,8 +902,28 @@ export const REDIS_SYNC_START_MS = 30_000;
 /** How often the target's replication state is polled during a full sync, in ms. */
 const SYNC_POLL_MS = 50;
 
+/** The primary a target syncs from in {@link fullSyncFrom}: the temporary server, or the agent itself. */
+interface SyncSource {
+  /** Its loopback port and the password the target must send (`masterauth`). */
+  port: number;
+  password: string;
+  /** Whether a replica is connected to it and syncing (the temporary server lists it in `INFO`). */
+  syncing(): Promise<boolean>;
+  /** Called once the target's link is up (the backup loaded), before the target is detached. */
+  linkUp?(): void;
+}
+
+/** The temporary server as a {@link SyncSource}. */
+function tempSyncSource(temp: TempServer): SyncSource {
+  return {
+    port: temp.port,
+    password: temp.password,
+    syncing: async () => /^slave\d+:/m.test(String(await temp.client.info('replication'))),
+  };
+}
+
 /**
- * The full-sync restore (see the file comment): makes the target a replica of the temporary server
+ * The full-sync restore (see the file comment): makes the target a replica of `source`
  * (`CONFIG SET masterauth`, `REPLICAOF 127.0.0.1 <port>`), waits until its link is up (the RDB is
  * transferred and loaded), then `REPLICAOF NO ONE` and puts `masterauth`/`masteruser` back. The
  * detach commands are written to `detachScript` first, which the temporary server's watchdog runs
@@ -605,7 +936,7 @@ const SYNC_POLL_MS = 50;
  * aborted (the target is detached in both cases).
  */
 async function fullSyncFrom(
-  temp: TempServer,
+  source: SyncSource,
   target: Redis,
   opts: { connection: ResolvedConnection; detachScript: string; signal: AbortSignal },
 ): Promise<{ done: boolean; why: string }> {
@@ -646,8 +977,8 @@ async function fullSyncFrom(
   try {
     try {
       if (saved.masteruser) await target.config('SET', 'masteruser', '');
-      await target.config('SET', 'masterauth', temp.password);
-      await target.call('REPLICAOF', '127.0.0.1', String(temp.port));
+      await target.config('SET', 'masterauth', source.password);
+      await target.call('REPLICAOF', '127.0.0.1', String(source.port));
     } catch (err) {
       await detachNow();
       return { done: false, why: `the target may not be made a replica (${redisErrorWord(err)})` };
@@ -659,11 +990,11 @@ async function fullSyncFrom(
       opts.signal.throwIfAborted();
       const info = String(await target.info('replication'));
       if (/^master_link_status:up\r?$/m.test(info)) {
+        source.linkUp?.();
         await detachNow();
         return { done: true, why: '' };
       }
-      const replicas = String(await temp.client.info('replication'));
-      if (/^slave\d+:/m.test(replicas) || /^master_sync_in_progress:1\r?$/m.test(info)) {
+      if ((await source.syncing()) || /^master_sync_in_progress:1\r?$/m.test(info)) {
         syncing = true;
         lastProgress = Date.now();
       } else if (syncing && Date.now() - lastProgress > REDIS_SYNC_START_MS) {
@@ -672,14 +1003,14 @@ async function fullSyncFrom(
           'redis-server',
           null,
           null,
-          "the target's full sync from the temporary server stopped; see the target's log",
+          "the target's full sync stopped; see the target's log",
         );
       }
       if (!syncing && Date.now() - started > REDIS_SYNC_START_MS) {
         await detachNow();
         return {
           done: false,
-          why: `the target did not connect to the temporary server on 127.0.0.1:${temp.port} within ${REDIS_SYNC_START_MS / 1000} s`,
+          why: `the target did not connect to 127.0.0.1:${source.port} within ${REDIS_SYNC_START_MS / 1000} s`,
         };
       }
       await new Promise((r) => setTimeout(r, SYNC_POLL_MS));

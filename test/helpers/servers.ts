@@ -119,6 +119,8 @@ export interface RedisServer {
 export interface StartOptions {
   /** Label used in the temporary directory name (e.g. 'source', 'target'). */
   name?: string;
+  /** Redis: its `databases` setting (default 16). */
+  redisDatabases?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -840,7 +842,7 @@ export async function startRedis(options: StartOptions = {}): Promise<RedisServe
         'daemonize no',
         `logfile ${quote(logFile)}`,
         `requirepass ${quote(password)}`,
-        'databases 16',
+        `databases ${options.redisDatabases ?? 16}`,
         '',
       ].join('\n'),
       { mode: 0o600 },

@@ -5,15 +5,23 @@
  */
 import assert from 'node:assert/strict';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { engineFor } from '../../agent/engines/index.js';
+import { REDIS_UNIT } from '../../agent/engines/redis.js';
 import type { DumpUnit, Engine, EngineContext, ServiceTarget } from '../../agent/engines/index.js';
 import { runTool, spawnTool, toolOnPath } from '../../agent/tool-process.js';
-import { TaskAbortedError, ToolFailedError, ToolMissingError } from '../../shared/errors.js';
+import {
+  ArtifactCorruptError,
+  TargetMismatchError,
+  TaskAbortedError,
+  ToolFailedError,
+  ToolMissingError,
+} from '../../shared/errors.js';
 import { fillRedis, loadSakilaMariadb, loadSakilaPostgres } from '../helpers/datasets.js';
 import { mariadbFingerprint, postgresFingerprint, redisFingerprint } from '../helpers/fingerprints.js';
 import {
@@ -363,7 +371,9 @@ describe('engines', function () {
       const engine = engineFor('redis');
       const before = await redisFingerprint(source);
       const units = await dumpAll(engine, service(source), ctx, files);
-      assert.deepEqual(units, [{ database: '', format: 'rdb', fileName: 'dump.rdb' }]);
+      assert.deepEqual(units, [
+        { database: '', format: 'rdb', fileName: 'dump.rdb', redis: { databases: 16, modules: [] } },
+      ]);
       assert.equal((await firstBytes(join(files, 'dump.rdb'), 5)).toString(), 'REDIS');
 
       const client = source.client(0);
@@ -379,12 +389,189 @@ describe('engines', function () {
       assert.equal(await client.call('FCALL', 'envsnap_hello', '0'), 'hi');
       client.disconnect();
       assert.ok(
-        ctx.logs.some((line) => /redis: restored \d+ keys in 2 databases \(full sync\)/.test(line)),
+        ctx.logs.some((line) =>
+          /redis: restored \d+ keys in 2 databases \(full sync, the backup's rdb sent by the agent\)/.test(
+            line,
+          ),
+        ),
         ctx.logs.join('\n'),
       );
+      assert.ok(!ctx.logs.some((line) => /temporary server/.test(line)), ctx.logs.join('\n'));
 
       await restoreAll(engine, service(target), units, ctx, files);
       assert.deepEqual(await redisFingerprint(target), before);
+      const admin = target.client(0);
+      assert.match(String(await admin.info('replication')), /^role:master\r?$/m);
+      assert.deepEqual(await admin.config('GET', 'masterauth'), ['masterauth', '']);
+      admin.disconnect();
+    });
+
+    it('goes through a temporary server for a backup that does not record its source (older manifests)', async () => {
+      const engine = engineFor('redis');
+      const before = await redisFingerprint(source);
+      const units = await dumpAll(engine, service(source), ctx, files);
+      const old = units.map(({ redis: _redis, ...unit }) => unit);
+      const admin = target.client(0);
+      await admin.flushall();
+      await admin.set('stale', 'x');
+      admin.disconnect();
+      const logs: string[] = [];
+      await restoreAll(engine, service(target), old, { ...ctx, log: (m) => logs.push(m) }, files);
+      assert.deepEqual(await redisFingerprint(target), before);
+      assert.ok(
+        logs.some((l) => /redis: restored \d+ keys in 2 databases \(full sync\)$/.test(l)),
+        logs.join('\n'),
+      );
+    });
+
+    it('leaves the target untouched when the backup fails mid-transfer (a corrupt artifact), and detaches it', async () => {
+      const engine = engineFor('redis');
+      // Big enough that the transfer is under way when the input fails.
+      const big = source.client(9);
+      await big.eval(
+        "for i = 1, 200000 do redis.call('SET', 'bulk:' .. i, string.rep('x', 100)) end return 1",
+        0,
+      );
+      const units = await dumpAll(engine, service(source), ctx, files);
+      await big.flushdb();
+      big.disconnect();
+      const client = target.client(0);
+      await client.flushall();
+      await client.set('precious', 'still here');
+      await client.config('SET', 'masterauth', 'the-targets-own');
+      try {
+        const file = join(files, 'dump.rdb');
+        const size = (await stat(file)).size;
+        // The stream a restore gets for an artifact whose SHA-256 differs: all but the end, then an error.
+        const input = Readable.from(
+          (async function* () {
+            yield* createReadStream(file, { end: Math.floor(size * 0.8) });
+            throw new ArtifactCorruptError('artifact dump.rdb.zst: sha-256 differs');
+          })(),
+        );
+        await assert.rejects(
+          engine.restore(service(target), units[0]!, input, ctx),
+          (err: unknown) => err instanceof ArtifactCorruptError,
+        );
+        assert.equal(await client.get('precious'), 'still here');
+        assert.equal(await client.dbsize(), 1);
+        assert.match(String(await client.info('replication')), /^role:master\r?$/m);
+        assert.deepEqual(await client.config('GET', 'masterauth'), ['masterauth', 'the-targets-own']);
+        await client.set('writable', 'yes');
+      } finally {
+        await client.config('SET', 'masterauth', '');
+        client.disconnect();
+      }
+    });
+
+    it('cancelled during the sync from the agent: TaskAbortedError, the target detached with its own masterauth, old data or the backup', async () => {
+      const engine = engineFor('redis');
+      const big = source.client(9);
+      await big.eval(
+        "for i = 1, 300000 do redis.call('SET', 'bulk:' .. i, string.rep('x', 100)) end return 1",
+        0,
+      );
+      const units = await dumpAll(engine, service(source), ctx, files);
+      await big.flushdb();
+      big.disconnect();
+      const client = target.client(0);
+      await client.flushall();
+      await client.set('precious', 'still here');
+      await client.config('SET', 'masterauth', 'the-targets-own');
+      try {
+        const abort = new AbortController();
+        const slow = Readable.from(
+          (async function* () {
+            for await (const chunk of createReadStream(join(files, 'dump.rdb'), {
+              highWaterMark: 256 * 1024,
+            })) {
+              yield chunk as Buffer;
+              await new Promise((r) => setTimeout(r, 20));
+            }
+          })(),
+        );
+        const restoring = engine.restore(service(target), units[0]!, slow, { ...ctx, signal: abort.signal });
+        restoring.catch(() => {});
+        const deadline = Date.now() + 30_000;
+        while (!/^role:slave\r?$/m.test(String(await client.info('replication')))) {
+          assert.ok(Date.now() < deadline, 'the target never became a replica');
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        await new Promise((r) => setTimeout(r, 200));
+        abort.abort();
+        await assert.rejects(restoring, (err: unknown) => err instanceof TaskAbortedError);
+        assert.match(String(await client.info('replication')), /^role:master\r?$/m);
+        assert.deepEqual(await client.config('GET', 'masterauth'), ['masterauth', 'the-targets-own']);
+        assert.equal(await client.get('precious'), 'still here');
+      } finally {
+        await client.config('SET', 'masterauth', '');
+        client.disconnect();
+      }
+    });
+
+    it('leaves the target untouched when the rdb was corrupt already when backed up (its own checksum differs)', async () => {
+      const engine = engineFor('redis');
+      const units = await dumpAll(engine, service(source), ctx, files);
+      const file = join(files, 'dump.rdb');
+      const bytes = await readFile(file);
+      const corrupt = join(files, 'corrupt.rdb');
+      const at = Math.floor(bytes.length / 2);
+      bytes.writeUInt8(bytes.readUInt8(at) ^ 0x20, at);
+      await writeFile(corrupt, bytes);
+      const client = target.client(0);
+      await client.flushall();
+      await client.set('precious', 'still here');
+      try {
+        await assert.rejects(
+          engine.restore(service(target), units[0]!, createReadStream(corrupt), ctx),
+          (err: unknown) => err instanceof ArtifactCorruptError && /checksum/.test(err.message),
+        );
+        assert.equal(await client.get('precious'), 'still here');
+        assert.equal(await client.dbsize(), 1);
+        assert.match(String(await client.info('replication')), /^role:master\r?$/m);
+      } finally {
+        client.disconnect();
+      }
+    });
+
+    it("refuses, before touching the target, a backup whose rdb version the target's redis cannot read", async () => {
+      const bad = join(files, 'future.rdb');
+      await writeFile(bad, 'REDIS0099 from a future redis');
+      const client = target.client(0);
+      await client.set('precious', 'still here');
+      await assert.rejects(
+        engineFor('redis').restore(
+          service(target),
+          { ...REDIS_UNIT, redis: { databases: 16, modules: [] } },
+          createReadStream(bad),
+          ctx,
+        ),
+        (err: unknown) => err instanceof TargetMismatchError && /rdb version 99/.test(err.message),
+      );
+      assert.equal(await client.get('precious'), 'still here');
+      client.disconnect();
+    });
+
+    it('refuses, before touching the target, a backup with keys in a database the target does not have', async () => {
+      const wide = await startRedis({ name: 'wide', redisDatabases: 32 });
+      try {
+        const c = wide.client(20);
+        await c.set('in-db-20', 'x');
+        c.disconnect();
+        const units = await dumpAll(engineFor('redis'), service(wide), ctx, files);
+        assert.deepEqual(units[0]?.redis, { databases: 32, modules: [] });
+        const client = target.client(0);
+        await client.set('precious', 'still here');
+        await assert.rejects(
+          restoreAll(engineFor('redis'), service(target), units, ctx, files),
+          (err: unknown) =>
+            err instanceof TargetMismatchError && /keys in database 20 .* 16 databases/.test(err.message),
+        );
+        assert.equal(await client.get('precious'), 'still here');
+        client.disconnect();
+      } finally {
+        await wide.stop();
+      }
     });
 
     it('copies key by key, equal to the backup, when the user may not make the target a replica (ACL)', async () => {
