@@ -153,6 +153,21 @@ export function checkArtifactEntry(a: ArtifactEntry): void {
   if (!Number.isSafeInteger(a.size_bytes) || a.size_bytes < 0) {
     throw new InvalidArgumentError(`artifact ${a.name}: invalid size_bytes`);
   }
+  // A restore trusts `redis` to skip the temporary server's checks (agent/engines/redis.ts).
+  if (a.redis !== undefined) {
+    const r = a.redis as Partial<RedisSource> | null;
+    if (
+      !r ||
+      !Number.isSafeInteger(r.databases) ||
+      (r.databases ?? 0) <= 0 ||
+      !Array.isArray(r.modules) ||
+      r.modules.some((m) => typeof m !== 'string')
+    ) {
+      throw new InvalidArgumentError(`artifact ${a.name}: invalid redis source`, {
+        hint: 'expected {"databases": <positive integer>, "modules": [<names>]}',
+      });
+    }
+  }
 }
 
 /** Serializes a manifest (stable key order, trailing newline). */

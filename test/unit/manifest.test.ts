@@ -64,6 +64,21 @@ describe('manifest', () => {
     assert.throws(() => parseManifest(bad({ sha256: 'xyz' })), /invalid sha256/);
     assert.throws(() => parseManifest(bad({ size_bytes: -1 })), /invalid size_bytes/);
   });
+
+  it('keeps a redis source and refuses a malformed one (a restore trusts it to skip checks)', () => {
+    const bad = (redis: unknown) =>
+      serializeManifest({ ...manifest, artifacts: [{ ...manifest.artifacts[0]!, redis } as never] });
+    const good = { databases: 16, modules: [] };
+    assert.deepEqual(parseManifest(bad(good)).artifacts[0]!.redis, good);
+    for (const redis of [
+      null,
+      { databases: 0, modules: [] },
+      { databases: '16', modules: [] },
+      { databases: 16 },
+    ]) {
+      assert.throws(() => parseManifest(bad(redis)), /invalid redis source/, JSON.stringify(redis));
+    }
+  });
 });
 
 describe('ids and keys', () => {
