@@ -283,17 +283,66 @@ describe('mount archive', function () {
         () => [{ header: { name: 'null', type: 'character-device', devmajor: 1, devminor: 3 } }],
       ],
       ['reserved name', () => [{ header: { name: '.envsnap-old-x/file' }, body: 'x' }]],
+      [
+        'reserved name of a directory',
+        () => [{ header: { name: '.envsnap-staging-x/', type: 'directory' } }],
+      ],
+      [
+        'symlink to a directory of the archive, then a file through it',
+        () => [
+          { header: { name: 'd/', type: 'directory' } },
+          { header: { name: 'link', type: 'symlink', linkname: 'd' } },
+          { header: { name: 'link/f' }, body: 'x' },
+        ],
+      ],
+      [
+        'symlink, then a directory of the same name',
+        () => [
+          { header: { name: 'link', type: 'symlink', linkname: outside } },
+          { header: { name: 'link/', type: 'directory' } },
+          { header: { name: 'link/f' }, body: 'x' },
+        ],
+      ],
+      [
+        'hard link to a file outside',
+        () => [{ header: { name: 'hard', type: 'link', linkname: '/etc/hostname' } }],
+      ],
+      ['block device', () => [{ header: { name: 'disk', type: 'block-device', devmajor: 7, devminor: 0 } }]],
+      ['a root entry that is a file', () => [{ header: { name: '.' }, body: 'x' }]],
     ];
     for (const [title, entries] of cases) {
-      it(title, async () => {
-        const tar = await tarBytes([{ header: { name: 'ok.txt' }, body: 'fine' }, ...entries()]);
-        await assert.rejects(extractMountArchive(Readable.from([tar]), dest), UnsafeArchiveEntryError);
-        assert.deepEqual(await snapshot(dest), before);
-        await noLeftovers(dest);
-        assert.deepEqual(await readdir(outside), []);
-        assert.equal(existsSync(join(tmp, 'evil')), false);
-      });
+      for (const compression of [undefined, 'zstd']) {
+        it(`${title}${compression ? ` (${compression}, into tar)` : ''}`, async () => {
+          const tar = await tarBytes([{ header: { name: 'ok.txt' }, body: 'fine' }, ...entries()]);
+          const input = compression
+            ? { stream: Readable.from([execFileSync('zstd', ['-q', '-c'], { input: tar })]), compression }
+            : Readable.from([tar]);
+          await assert.rejects(extractMountArchive(input, dest), UnsafeArchiveEntryError);
+          assert.deepEqual(await snapshot(dest), before);
+          await noLeftovers(dest);
+          assert.deepEqual(await readdir(outside), []);
+          assert.equal(existsSync(join(tmp, 'evil')), false);
+        });
+      }
     }
+
+    it('names the entry refused', async () => {
+      const tar = await tarBytes([
+        { header: { name: 'ok.txt' }, body: 'fine' },
+        { header: { name: 'sub/näme "x"\nline', type: 'link', linkname: 'ok.txt' } },
+      ]);
+      await assert.rejects(
+        extractMountArchive(Readable.from([tar]), dest),
+        (err: Error) =>
+          err instanceof UnsafeArchiveEntryError &&
+          err.message === 'refusing archive entry "sub/näme "x"\nline": hard links are not restored',
+      );
+      const dotDot = await tarBytes([{ header: { name: 'a/../../evil' }, body: 'x' }]);
+      await assert.rejects(
+        extractMountArchive(Readable.from([dotDot]), dest),
+        /"a\/\.\.\/\.\.\/evil": the path contains/,
+      );
+    });
 
     it('a truncated archive (cut inside a file, or without its end marker) and garbage', async () => {
       const src = join(tmp, 'src');
@@ -342,24 +391,53 @@ describe('mount archive', function () {
     const tar = await tarBytes([
       { header: { name: 'x' }, body: 'one' },
       { header: { name: 'x' }, body: 'two' },
-      { header: { name: 'd/', type: 'directory' } },
-      { header: { name: 'd/f' }, body: 'in d' },
-      { header: { name: 'd' }, body: 'now a file' },
-      { header: { name: 's', type: 'symlink', linkname: outside } },
-      { header: { name: 's/', type: 'directory' } },
-      { header: { name: 's/f' }, body: 'in the real directory s' },
+      { header: { name: 'e/', type: 'directory' } },
+      { header: { name: 'e' }, body: 'now a file' },
       { header: { name: 'l' }, body: 'file first' },
       { header: { name: 'l', type: 'symlink', linkname: '/etc/passwd' } },
+      { header: { name: 'm', type: 'symlink', linkname: outside } },
+      { header: { name: 'n/', type: 'directory', mode: 0o755 } },
+      { header: { name: 'n/f' }, body: 'in n' },
+      { header: { name: 'n/', type: 'directory', mode: 0o700 } },
     ]);
     const dest = join(tmp, 'mount');
     await extractMountArchive(Readable.from([tar]), dest);
     assert.equal(await readFile(join(dest, 'x'), 'utf8'), 'two');
-    assert.equal(await readFile(join(dest, 'd'), 'utf8'), 'now a file');
-    assert.ok((await lstat(join(dest, 's'))).isDirectory());
-    assert.equal(await readFile(join(dest, 's/f'), 'utf8'), 'in the real directory s');
+    assert.equal(await readFile(join(dest, 'e'), 'utf8'), 'now a file');
     assert.equal(await readlink(join(dest, 'l')), '/etc/passwd');
+    assert.equal(await readlink(join(dest, 'm')), outside);
+    assert.equal(await readFile(join(dest, 'n/f'), 'utf8'), 'in n');
+    assert.equal((await stat(join(dest, 'n'))).mode & 0o7777, 0o700);
     assert.deepEqual(await readdir(outside), []);
     await noLeftovers(dest);
+  });
+
+  it('refuses a later entry that replaces a directory with content or a symlink (GNU tar would not, or late)', async () => {
+    const outside = join(tmp, 'outside');
+    await mkdir(outside);
+    const dest = join(tmp, 'mount');
+    await mkdir(dest);
+    await writeFile(join(dest, 'keep.txt'), 'keep');
+    const before = await snapshot(dest);
+    for (const entries of [
+      [
+        { header: { name: 'd/', type: 'directory' as const } },
+        { header: { name: 'd/f' }, body: 'in d' },
+        { header: { name: 'd' }, body: 'now a file' },
+      ],
+      [
+        { header: { name: 's', type: 'symlink' as const, linkname: outside } },
+        { header: { name: 's' }, body: 'now a file' },
+      ],
+    ]) {
+      await assert.rejects(
+        extractMountArchive(Readable.from([await tarBytes(entries)]), dest),
+        /refusing|tar exited/,
+      );
+      assert.deepEqual(await snapshot(dest), before);
+      await noLeftovers(dest);
+      assert.deepEqual(await readdir(outside), []);
+    }
   });
 
   it('stops creating on abort and when the consumer goes away', async () => {
