@@ -24,6 +24,12 @@
  * A mount is not snapshotted: a file that changes while it is read is archived with the size it
  * had when opened (cut or padded with zeros, as GNU tar does) and counted in `changed`; a file
  * removed before it is read is counted in `vanished`.
+ *
+ * Restore ({@link extractMountArchive}): GNU tar extracts into a staging directory inside the mount,
+ * reading the archive straight from the artifact's decompressor (the archive does not pass through
+ * the agent); the agent checks tar's listing of each member as it comes and the staged tree, then
+ * swaps it in. It used tar-stream's extractor in the agent before, which cost two to three times the
+ * CPU of `tar -x` (docs/benchmarks.md, "Mount restore with GNU tar").
  */
 import {
   closeSync,
@@ -681,7 +687,7 @@ export async function extractMountArchive(
     staged = await extractIntoStaging(source, staging, opts.signal);
     opts.signal?.throwIfAborted();
   } catch (err) {
-    await removeStaging(staging);
+    await removeTree(staging);
     await putRootTimesBack();
     if (opts.signal?.aborted) throw new TaskAbortedError('mount restore was stopped', { cause: err });
     throw err;
@@ -962,23 +968,24 @@ async function checkStagedTree(
 }
 
 /**
- * Removes a staging directory. tar may have given its directories their archived modes (0, or no
- * write permission), which a non-root agent cannot remove from: those get u+rwx first.
+ * Removes a staging directory, or the old tree a swap moved aside. Their directories may have the
+ * archived modes (0, or no write permission), which a non-root agent cannot remove from: those get
+ * u+rwx first.
  */
-async function removeStaging(staging: string): Promise<void> {
+async function removeTree(top: string): Promise<void> {
   try {
-    await rm(staging, { recursive: true, force: true });
+    await rm(top, { recursive: true, force: true });
     return;
   } catch (err) {
     if (process.getuid?.() === 0) throw err;
   }
-  const dirs = [staging];
+  const dirs = [top];
   for (let dir = dirs.pop(); dir !== undefined; dir = dirs.pop()) {
     await chmod(dir, 0o700).catch(() => {});
     const list = await readdir(dir, { withFileTypes: true }).catch(() => [] as Dirent[]);
     for (const d of list) if (d.isDirectory()) dirs.push(join(dir, d.name));
   }
-  await rm(staging, { recursive: true, force: true });
+  await rm(top, { recursive: true, force: true });
 }
 
 /**
@@ -1037,6 +1044,6 @@ async function swapIn(root: string, staging: string, topLevelDirs: Map<string, D
   }
   // Moving a directory to a new parent may touch its mtime on some filesystems: set it again.
   for (const [name, mtime] of topLevelDirs) await lutimes(join(root, name), mtime, mtime).catch(() => {});
-  await rm(old, { recursive: true, force: true });
+  await removeTree(old);
   await rmdir(staging);
 }

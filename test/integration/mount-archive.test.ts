@@ -21,6 +21,7 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -515,6 +516,60 @@ describe('mount archive', function () {
     input.destroy(new Error('the copy is missing'));
     await assert.rejects(extractMountArchive(input, root), /the copy is missing/);
     assert.deepEqual(await readdir(root), ['keep.txt']);
+  });
+
+  it('keeps mode 0 on files and directories', async () => {
+    const src = join(tmp, 'src');
+    await mkdir(join(src, 'sub/locked'), { recursive: true });
+    await writeFile(join(src, 'sub/locked/f'), 'f');
+    await writeFile(join(src, 'nothing'), 'n');
+    for (const p of ['sub/locked/f', 'sub/locked', 'nothing']) await chmod(join(src, p), 0);
+    const file = join(tmp, 'a.tar');
+    await archiveTo(src, file);
+    const dest = join(tmp, 'dest');
+    for (const compression of [undefined, 'zstd']) {
+      const stream = compression
+        ? Readable.from([execFileSync('zstd', ['-q', '-c', file])])
+        : createReadStream(file);
+      await extractMountArchive(compression ? { stream, compression } : stream, dest);
+      assert.deepEqual(await snapshot(dest), await snapshot(src));
+    }
+  });
+
+  it('restores as a non-root user: modes kept (0 and setuid included), owners left, and again over a tree with a mode-0 directory', async () => {
+    const nobody = Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim());
+    const src = join(tmp, 'src');
+    await mkdir(join(src, 'sub/locked'), { recursive: true });
+    await writeFile(join(src, 'sub/locked/f'), 'f');
+    await writeFile(join(src, 'nothing'), 'n');
+    await writeFile(join(src, 'suid'), 's');
+    await symlink('sub/locked/f', join(src, 'link'));
+    await chmod(join(src, 'suid'), 0o4755);
+    for (const p of ['sub/locked/f', 'sub/locked', 'nothing']) await chmod(join(src, p), 0);
+    await utimes(join(src, 'sub'), 1_600_000_000, 1_600_000_000);
+    const file = join(tmp, 'a.tar');
+    await archiveTo(src, file);
+    await chmod(tmp, 0o755);
+    await chmod(file, 0o644);
+    const dest = join(tmp, 'mount');
+    await mkdir(dest);
+    await writeFile(join(dest, 'old.txt'), 'old');
+    execFileSync('chown', ['-R', 'nobody', dest]);
+    const job = JSON.stringify({ kind: 'mount', file, root: dest });
+    const child = fileURLToPath(new URL('../helpers/restore-child.js', import.meta.url));
+    const withoutOwners = (snap: Record<string, Node>) =>
+      Object.fromEntries(Object.entries(snap).map(([k, { uid: _u, gid: _g, ...rest }]) => [k, rest]));
+    for (let i = 0; i < 2; i++) {
+      const out = execFileSync('runuser', ['-u', 'nobody', '--', process.execPath, child], {
+        env: { ...process.env, ENVSNAP_RESTORE_CHILD: job },
+        encoding: 'utf8',
+      });
+      assert.match(out, /done/);
+      const after = await snapshot(dest);
+      assert.deepEqual(withoutOwners(after), withoutOwners(await snapshot(src)));
+      assert.ok(Object.values(after).every((n) => n.uid === nobody));
+      await noLeftovers(dest);
+    }
   });
 
   it('replaces the root content of a directory that is empty or missing', async () => {
