@@ -835,8 +835,11 @@ class MemberListing {
     try {
       this.check(line);
     } catch (err) {
-      if (!(err instanceof UnsafeArchiveEntryError)) throw err;
-      this.unsafe = err;
+      // Never thrown on: this runs in a 'data' handler.
+      this.unsafe =
+        err instanceof UnsafeArchiveEntryError
+          ? err
+          : new UnsafeArchiveEntryError(line, `tar's listing of it could not be read: ${String(err)}`);
       this.onUnsafe();
     }
   }

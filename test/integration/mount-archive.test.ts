@@ -35,7 +35,12 @@ import {
 } from '../../agent/mount-archive.js';
 import { makeMountTree } from '../helpers/datasets.js';
 import { treeFingerprint } from '../helpers/fingerprints.js';
-import { ArtifactCorruptError, TaskAbortedError, UnsafeArchiveEntryError } from '../../shared/errors.js';
+import {
+  ArtifactCorruptError,
+  TaskAbortedError,
+  ToolMissingError,
+  UnsafeArchiveEntryError,
+} from '../../shared/errors.js';
 
 interface Node {
   type: string;
@@ -516,6 +521,29 @@ describe('mount archive', function () {
     input.destroy(new Error('the copy is missing'));
     await assert.rejects(extractMountArchive(input, root), /the copy is missing/);
     assert.deepEqual(await readdir(root), ['keep.txt']);
+  });
+
+  it('names the Debian package when tar is missing, leaving the mount as it was', async () => {
+    const dest = join(tmp, 'mount');
+    await mkdir(dest);
+    await writeFile(join(dest, 'keep.txt'), 'keep');
+    const before = await snapshot(dest);
+    const tar = await tarBytes([{ header: { name: 'f' }, body: 'x' }]);
+    const path = process.env.PATH;
+    process.env.PATH = join(tmp, 'no-tools-here');
+    try {
+      await assert.rejects(
+        extractMountArchive(Readable.from([tar]), dest),
+        (err: Error) =>
+          err instanceof ToolMissingError &&
+          /^tar not found/.test(err.message) &&
+          /package tar$/.test(err.hint ?? ''),
+      );
+    } finally {
+      process.env.PATH = path;
+    }
+    assert.deepEqual(await snapshot(dest), before);
+    await noLeftovers(dest);
   });
 
   it('keeps mode 0 on files and directories', async () => {
