@@ -224,7 +224,14 @@ export async function downloadAndApply(opts: {
   if (!dec) {
     // The stored bytes: what the decryptor writes, or the download itself.
     const out = keepOutput(age ? age.child.stdout! : stored!, downloaded);
-    await allOrFirstError([opts.applyCompressed!(out), ...(age ? [age.wait()] : []), downloaded], kill);
+    // Without a decryptor to kill, the stored stream itself has to end on a failure: a download
+    // that failed before its first byte (a missing copy) never ends it, and one whose reader
+    // failed waits for room in it.
+    const stop = (): void => {
+      kill();
+      stored?.destroy(new Error('the restore of this artifact failed'));
+    };
+    await allOrFirstError([opts.applyCompressed!(out), ...(age ? [age.wait()] : []), downloaded], stop);
     return;
   }
   // An engine may first run other work (e.g. PostgreSQL drops the database)

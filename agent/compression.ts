@@ -1,4 +1,6 @@
 import { cpus } from 'node:os';
+import type { Readable } from 'node:stream';
+
 import { InvalidArgumentError } from '../shared/errors.js';
 import { spawnTool, toolOnPath, type ToolProcess, type ToolStdio } from './tool-process.js';
 
@@ -115,4 +117,33 @@ export async function startDecompressor(
   if (await toolOnPath('pigz'))
     return spawnTool('pigz', ['-d', '-c'], { signal, debianPackage: 'pigz', stdio });
   return spawnTool('gzip', ['-d', '-c'], { signal, debianPackage: 'gzip', stdio });
+}
+
+/** What a restore or a drill reads: the raw archive, or the artifact as stored with its compression. */
+export interface ArchiveInput {
+  stream: Readable;
+  /** The stream's compression; absent: the stream is the raw archive. */
+  compression?: string;
+}
+
+/**
+ * Starts the process that turns `input`'s bytes into the archive for `tool` (spawned with stdin
+ * piped): the artifact's decompressor, or `cat` for a raw archive, with `tool`'s stdin as its
+ * stdout. The agent's own end of that pipe is closed, so the archive goes from process to
+ * process (`tool` sees its end when the unpacker exits). Rejects with ToolMissingError.
+ */
+export async function startUnpacker(
+  input: ArchiveInput,
+  tool: ToolProcess,
+  signal: AbortSignal,
+): Promise<ToolProcess> {
+  const into = tool.child.stdin;
+  if (!into) throw new Error('the archive reader started without a stdin pipe');
+  try {
+    return input.compression
+      ? await startDecompressor(input.compression, signal, into)
+      : spawnTool('cat', [], { stdio: ['pipe', into], signal, debianPackage: 'coreutils' });
+  } finally {
+    into.destroy(); // the unpacker holds the pipe now
+  }
 }

@@ -24,26 +24,22 @@
  * A mount is not snapshotted: a file that changes while it is read is archived with the size it
  * had when opened (cut or padded with zeros, as GNU tar does) and counted in `changed`; a file
  * removed before it is read is counted in `vanished`.
+ *
+ * Restore ({@link extractMountArchive}): GNU tar extracts into a staging directory inside the mount,
+ * reading the archive straight from the artifact's decompressor (the archive does not pass through
+ * the agent); the agent checks tar's listing of each member as it comes and the staged tree, then
+ * swaps it in. It used tar-stream's extractor in the agent before, which cost two to three times the
+ * CPU of `tar -x` (docs/benchmarks.md, "Mount restore with GNU tar").
  */
 import {
   closeSync,
   constants as fsConstants,
-  fchmodSync,
-  fchownSync,
   fstatSync,
-  futimesSync,
-  lchownSync,
   lstatSync,
-  lutimesSync,
-  mkdirSync,
   openSync,
   readdirSync,
   readlinkSync,
   readSync,
-  rmSync,
-  symlinkSync,
-  unlinkSync,
-  writeSync,
   type Dirent,
   type Stats,
 } from 'node:fs';
@@ -63,18 +59,18 @@ import {
   utimes,
 } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { Readable, Transform, type Writable } from 'node:stream';
-
-import { extract as tarExtract, type Extract, type Header } from 'tar-stream';
+import { Readable, type Writable } from 'node:stream';
 
 import {
   ArtifactCorruptError,
-  EnvsnapError,
   TaskAbortedError,
+  ToolFailedError,
   UnsafeArchiveEntryError,
 } from '../shared/errors.js';
 import type { TreeStats } from '../shared/drill-stats.js';
+import { startUnpacker, type ArchiveInput } from './compression.js';
 import { encodeTarHeader, tarPadding, type TarEntry } from './tar-header.js';
+import { feedTool, feedToolThrough, spawnTool, streamClosed } from './tool-process.js';
 import { TreeDigest } from './tree-digest.js';
 
 /** Top-level names envsnap uses inside a mount while restoring; never archived, never restored. */
@@ -91,8 +87,6 @@ const SLAB_BYTES = 1024 * 1024;
 const YIELD_MS = 10;
 /** Reading a mount's file: never through a symlink swapped in, never blocking on a FIFO swapped in. */
 const FILE_OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
-const CREATE_FILE_FLAGS =
-  fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 const OUTPUT_HIGH_WATER_MARK = 1024 * 1024;
 /** Slabs {@link writeMountArchive} hands to its Writable before it waits for a write to complete. */
 const SLABS_IN_FLIGHT = 2;
@@ -603,19 +597,12 @@ export function globToRegExp(pattern: string): RegExp {
 // Restore
 
 export interface ExtractMountArchiveOptions {
-  /** Aborting destroys the streams, removes the staging directory and rejects with TaskAbortedError. */
+  /** Aborting kills tar (and the decompressor), removes the staging directory and rejects with TaskAbortedError. */
   signal?: AbortSignal;
 }
 
-/** An entry header as tar-stream's extractor fills it in. */
-type ArchiveHeader = Omit<Header, 'type' | 'pax'> & {
-  type: Header['type'] | 'pax-header' | 'pax-global-header' | 'gnu-long-path' | 'gnu-long-link-path' | null;
-  /** Offset of the entry's data in the archive, in bytes. */
-  byteOffset?: number;
-  pax?: Record<string, string> | null;
-};
-/** One entry's content, as tar-stream's extractor yields it. */
-type Source = Extract extends AsyncIterable<infer S> ? S : never;
+/** The Debian package of GNU tar, which extracts mount archives; named when `tar` is missing. */
+export const TAR_DEBIAN_PACKAGE = 'tar';
 
 interface DirMeta {
   mode: number;
@@ -628,44 +615,64 @@ interface DirMeta {
  * Restores an archive into `root` so that the tree equals the archive: entries not in the archive
  * are removed.
  *
- * How: everything is extracted into `<root>/.envsnap-staging-<random>` (mode 0700; inside the root so
- * that it works when the root is a mount point and every rename stays on one filesystem). Then the
- * current top-level entries move into `<root>/.envsnap-old-<random>`, the staged ones move up, the
- * root gets the mode, owner and mtime of the archive's `./` entry if it has one, and the old
- * directory is removed. Needs free space for a second copy while it runs. A failure before the swap
- * leaves the live tree untouched; a failure during the swap moves everything back. Nested mount
- * points under the root cannot be moved and make the swap fail (and roll back).
+ * `input` is the raw archive, or the artifact as stored with its compression (downloadAndApply's
+ * `applyCompressed`): then the decompressor writes straight into tar's stdin, and the archive never
+ * passes through the agent ({@link startUnpacker}). Either way the stream must end only once the
+ * artifact's size and SHA-256 matched, failing otherwise (downloadAndApply's contract): the swap
+ * below starts only after it ended, so a corrupt artifact never reaches the live tree.
+ *
+ * How: GNU tar (Debian package `tar`) extracts everything into `<root>/.envsnap-staging-<random>`
+ * (mode 0700; inside the root so that it works when the root is a mount point and every rename
+ * stays on one filesystem). Then the current top-level entries move into
+ * `<root>/.envsnap-old-<random>`, the staged ones move up, the root gets the mode, owner and mtime
+ * of the archive's `./` entry if it has one, and the old directory is removed. Needs free space for
+ * a second copy while it runs. A failure before the swap leaves the live tree untouched; a failure
+ * during the swap moves everything back. Nested mount points under the root cannot be moved and
+ * make the swap fail (and roll back).
+ *
+ * tar runs as `tar --extract --file=- --directory=<staging> -vv --block-number --quoting-style=c
+ * --numeric-owner --same-owner|--no-same-owner --preserve-permissions --delay-directory-restore`
+ * (GNU tar manual: "Options"): owners by number, when running as root (`--no-same-owner`
+ * otherwise, as a non-root agent cannot chown); permission bits as stored, mode 0 and
+ * setuid/setgid/sticky included; directory modes and mtimes set once the whole archive is in, so
+ * that creating children neither changes a directory's mtime afterwards nor needs write permission
+ * on a read-only one; symlinks created with their target verbatim (an absolute or `..` target only
+ * at the end, through a placeholder file, so that no later member is written through it: GNU
+ * tar's `extract_symlink`) and with their owner and mtime. tar itself refuses members with a `..`
+ * component, which becomes UnsafeArchiveEntryError here.
+ *
+ * tar's listing (one line per member, before the member is extracted: type, name and link target
+ * as stored, C-quoted) is read as it comes, and the first entry this refuses kills tar: an empty or
+ * absolute name (tar would strip the `/` and extract it), a `..` component, a reserved top-level
+ * name, a name under an earlier symlink entry (so `a -> d` then `a/f` cannot write through the
+ * link) or equal to one, hard links, devices, FIFOs and unknown types, a root entry that is not a
+ * directory. The listing's last line says whether the archive ended with its end-of-archive
+ * marker (`** Block of NULs **`): a truncated archive without it, or one tar finds corrupt, rejects
+ * with ArtifactCorruptError. Then the staged tree is walked (a `readdir` per directory) as a second
+ * check: anything but files, directories and symlinks, or a reserved top-level name, is refused.
+ * Each refusal is UnsafeArchiveEntryError naming the entry, and removes the staging directory.
  *
  * Killed (kill -9 of the agent): during the extraction, which is where a restore spends its time,
- * the live tree is untouched and only the staging directory is left behind; the next restore of
- * the mount removes leftover `.envsnap-staging-*` directories first. The swap itself is two
- * renames per top-level entry (milliseconds for a few entries): a kill inside it leaves some
- * top-level entries already moved into `.envsnap-old-*` or the staged ones partly moved in, which
- * a restore run again sets right (the staged tree is complete and the old entries are all in
- * `.envsnap-old-*`). Leftover `.envsnap-old-*` directories are never removed automatically: after
- * such a kill they hold the only copy of the entries moved aside.
+ * the live tree is untouched and only the staging directory is left behind (tar may finish or
+ * fail on its own: nothing but the agent moves the staged tree in); the next restore of the mount
+ * removes leftover `.envsnap-staging-*` directories first. The swap itself is two renames per
+ * top-level entry (milliseconds for a few entries): a kill inside it leaves some top-level entries
+ * already moved into `.envsnap-old-*` or the staged ones partly moved in, which a restore run
+ * again sets right (the staged tree is complete and the old entries are all in `.envsnap-old-*`).
+ * Leftover `.envsnap-old-*` directories are never removed automatically: after such a kill they
+ * hold the only copy of the entries moved aside.
  *
- * Refused with UnsafeArchiveEntryError, before anything outside the staging directory changes: an
- * empty or absolute name, a `..` component, a reserved top-level name, a parent that is a symlink or
- * not a directory (so `a -> /etc` then `a/passwd` cannot write through the link), hard links,
- * devices, FIFOs and unknown entry types. Symlinks are created as they are and never followed.
- * Files are written with their mode and, when running as root, their owner (numeric ids, like
- * `tar --numeric-owner`); directory modes and mtimes are applied last, deepest first, since
- * creating children changes a directory's mtime. A truncated archive (one that does not end with
- * the two zero blocks of the end-of-archive marker) or a corrupt one rejects, leaving the tree as
- * it was, with ArtifactCorruptError.
- *
- * The staging tree is written with synchronous calls (mkdir, open, write of one input chunk,
- * fchown, fchmod, futimes, close: microseconds each into the page cache, against a thread-pool
- * round trip and a promise per call); the event loop gets a turn between input chunks.
- *
- * Resolves with the number of archive entries applied.
+ * Resolves with the number of archive entries applied (the root's `./` included). Rejects with
+ * ToolMissingError when tar (or the decompressor) is missing, UnsafeArchiveEntryError,
+ * ArtifactCorruptError, TaskAbortedError, the input's own error, or ToolFailedError with tar's
+ * stderr (e.g. the disk is full).
  */
 export async function extractMountArchive(
-  input: Readable,
+  input: Readable | ArchiveInput,
   root: string,
   opts: ExtractMountArchiveOptions = {},
 ): Promise<{ entries: number }> {
+  const source: ArchiveInput = input instanceof Readable ? { stream: input } : input;
   if (opts.signal?.aborted) throw new TaskAbortedError('mount restore was stopped');
   await mkdir(root, { recursive: true });
   const rootBefore = await stat(root);
@@ -675,214 +682,313 @@ export async function extractMountArchive(
     utimes(root, rootBefore.atimeMs / 1000, rootBefore.mtimeMs / 1000).catch(() => {});
   await removeLeftoverStaging(root);
   const staging = await mkdtemp(join(root, STAGING_PREFIX));
-  const extractor = new StagingExtractor(staging);
+  let staged: StagedTree;
   try {
-    await extractor.run(input, opts.signal);
-    opts.signal?.throwIfAborted();
-    await extractor.applyDirectoryMeta();
+    staged = await extractIntoStaging(source, staging, opts.signal);
     opts.signal?.throwIfAborted();
   } catch (err) {
-    await rm(staging, { recursive: true, force: true });
+    await removeTree(staging);
     await putRootTimesBack();
     if (opts.signal?.aborted) throw new TaskAbortedError('mount restore was stopped', { cause: err });
     throw err;
   }
   // From here on the swap runs to its end (or rolls back): it is a series of renames.
   try {
-    await swapIn(root, staging, extractor.topLevelDirs());
+    await swapIn(root, staging, staged.topLevelDirs);
   } catch (err) {
     await putRootTimesBack();
     throw err;
   }
-  if (extractor.rootMeta) await applyMeta(root, extractor.rootMeta, { follow: true });
-  return { entries: extractor.entries };
+  if (staged.rootMeta) await applyMeta(root, staged.rootMeta, { follow: true });
+  return { entries: staged.entries };
 }
 
-class StagingExtractor {
-  entries = 0;
+/** What {@link extractIntoStaging} leaves for the swap. */
+interface StagedTree {
+  /** Archive entries, the root's `./` included. */
+  entries: number;
+  /** The archive's `./` entry, to give the mount root; absent when the archive has none. */
   rootMeta: DirMeta | undefined;
-  private readonly dirs = new Map<string, DirMeta>();
-  /** Staging paths known to be real directories (not symlinks); cleared when one is replaced. */
-  private readonly knownDirs = new Set<string>();
-  private readonly asRoot = process.getuid?.() === 0;
-
-  constructor(private readonly staging: string) {}
-
-  async run(input: Readable, signal: AbortSignal | undefined): Promise<void> {
-    let total = 0;
-    let endOfLastEntry = 0;
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        total += chunk.length;
-        cb(null, chunk);
-      },
-    });
-    const extract = tarExtract();
-    let passedOn: unknown = undefined;
-    const fail = (err: unknown): void => {
-      passedOn = err;
-      extract.destroy(err as Error);
-    };
-    input.on('error', fail);
-    // The input may have failed before this reader started (its source's check failed while the
-    // staging directory was being made): its 'error' is gone, and piping a destroyed stream waits
-    // forever.
-    if (input.errored) fail(input.errored);
-    else if (input.destroyed && !input.readableEnded)
-      fail(new ArtifactCorruptError('the mount archive stream was closed before its end'));
-    const onAbort = (): void => {
-      fail(new TaskAbortedError('mount restore was stopped'));
-      input.destroy();
-    };
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
-    input.pipe(counter).pipe(extract);
-    try {
-      for await (const entry of extract) {
-        const header = entry.header as ArchiveHeader;
-        await this.apply(header, entry);
-        this.entries++;
-        endOfLastEntry = (header.byteOffset ?? 0) + Math.ceil((header.size ?? 0) / 512) * 512;
-      }
-    } catch (err) {
-      input.unpipe(counter);
-      input.destroy();
-      extract.destroy();
-      // Besides the input's own error, ours and the file system's (which have a syscall), what comes
-      // out of tar-stream is a parse error: the archive is corrupt or cut short.
-      if (err === passedOn || err instanceof EnvsnapError || (err as NodeJS.ErrnoException).syscall)
-        throw err;
-      const why = err instanceof Error ? err.message : String(err);
-      throw new ArtifactCorruptError(
-        `the mount archive is corrupt: ${why.charAt(0).toLowerCase()}${why.slice(1)}`,
-        {
-          cause: err,
-        },
-      );
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-      input.removeListener('error', fail);
-    }
-    if (total - endOfLastEntry < END_OF_ARCHIVE_BYTES) {
-      throw new ArtifactCorruptError('the mount archive is truncated: it lacks the end-of-archive marker');
-    }
-  }
-
-  private async apply(header: ArchiveHeader, entry: Source): Promise<void> {
-    const name = header.name;
-    const parts = entryParts(name);
-    const type = header.type;
-    const metaOf = (): DirMeta => ({
-      mode: (header.mode ?? 0) & 0o7777,
-      mtime: header.mtime ?? new Date(0),
-      uid: header.pax?.uid !== undefined ? Number(header.pax.uid) : (header.uid ?? 0),
-      gid: header.pax?.gid !== undefined ? Number(header.pax.gid) : (header.gid ?? 0),
-    });
-    if (type === 'link') throw new UnsafeArchiveEntryError(name, 'hard links are not restored');
-    if (type === 'character-device' || type === 'block-device' || type === 'fifo') {
-      throw new UnsafeArchiveEntryError(name, `${type} entries are not restored`);
-    }
-    if (type !== 'file' && type !== 'contiguous-file' && type !== 'directory' && type !== 'symlink') {
-      throw new UnsafeArchiveEntryError(name, `unsupported entry type ${String(type)}`);
-    }
-    if (parts.length === 0) {
-      if (type !== 'directory') throw new UnsafeArchiveEntryError(name, 'the root entry must be a directory');
-      this.rootMeta = metaOf();
-      entry.resume();
-      return;
-    }
-    const [top = '', ...rest] = parts;
-    if (isReserved(top)) throw new UnsafeArchiveEntryError(name, 'the name is reserved for envsnap');
-    if (type === 'symlink' && !header.linkname)
-      throw new UnsafeArchiveEntryError(name, 'symlink without a target');
-
-    const parent = this.ensureParents(name, parts);
-    const path = join(parent, rest.at(-1) ?? top);
-    const relPath = parts.join('/');
-    const m = metaOf();
-    if (type === 'directory') {
-      entry.resume();
-      this.create(path, relPath, true, () => mkdirSync(path, { mode: 0o700 }));
-      this.knownDirs.add(path);
-      this.dirs.set(relPath, m);
-      return;
-    }
-    if (type === 'symlink') {
-      entry.resume();
-      this.create(path, relPath, false, () => symlinkSync(header.linkname, path));
-      if (this.asRoot) lchownSync(path, m.uid, m.gid);
-      lutimesSync(path, m.mtime, m.mtime);
-      return;
-    }
-    const fd = this.create(path, relPath, false, () => openSync(path, CREATE_FILE_FLAGS, 0o600))!;
-    // From here on only the descriptor is used, so later entries cannot redirect these writes.
-    try {
-      for await (const data of entry) {
-        const chunk = data as Buffer;
-        let off = 0;
-        while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
-      }
-      if (this.asRoot) fchownSync(fd, m.uid, m.gid);
-      fchmodSync(fd, m.mode);
-      futimesSync(fd, m.mtime, m.mtime);
-    } finally {
-      closeSync(fd);
-    }
-  }
-
-  /**
-   * Runs `make` to create `path`; when something is already there (an archive may name a path
-   * twice; the later entry wins, as with tar), removes it first, except an existing directory when
-   * `keepDirectory` is set (then returns null).
-   */
-  private create<T>(path: string, relPath: string, keepDirectory: boolean, make: () => T): T | null {
-    try {
-      return make();
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const existing = lstatSync(path);
-    if (existing.isDirectory()) {
-      if (keepDirectory) return null;
-      rmSync(path, { recursive: true });
-      this.knownDirs.clear();
-      for (const key of [...this.dirs.keys()]) {
-        if (key === relPath || key.startsWith(`${relPath}/`)) this.dirs.delete(key);
-      }
-    } else {
-      unlinkSync(path);
-    }
-    return make();
-  }
-
-  /** Checks (and creates, mode 0755) every parent of the entry inside the staging directory. */
-  private ensureParents(name: string, parts: string[]): string {
-    let dir = this.staging;
-    for (let i = 0; i < parts.length - 1; i++) {
-      dir = join(dir, parts[i]!);
-      if (this.knownDirs.has(dir)) continue;
-      const st = lstatSync(dir, { throwIfNoEntry: false });
-      if (st === undefined) mkdirSync(dir, { mode: 0o755 });
-      else if (st.isSymbolicLink())
-        throw new UnsafeArchiveEntryError(name, 'a parent directory is a symlink');
-      else if (!st.isDirectory()) throw new UnsafeArchiveEntryError(name, 'a parent is not a directory');
-      this.knownDirs.add(dir);
-    }
-    return dir;
-  }
-
-  /** Applies directory owners, modes and mtimes, deepest first. */
-  async applyDirectoryMeta(): Promise<void> {
-    const dirs = [...this.dirs.entries()].sort((a, b) => depth(b[0]) - depth(a[0]));
-    for (const [rel, m] of dirs) await applyMeta(join(this.staging, rel), m, { follow: false });
-  }
-
   /** Top-level directories and their mtimes, to set again after they moved up. */
-  topLevelDirs(): Map<string, Date> {
-    const top = new Map<string, Date>();
-    for (const [rel, m] of this.dirs) if (!rel.includes('/')) top.set(rel, m.mtime);
-    return top;
+  topLevelDirs: Map<string, Date>;
+}
+
+/** Has GNU tar extract `source` into `staging` and checks what it did (see extractMountArchive). */
+async function extractIntoStaging(
+  source: ArchiveInput,
+  staging: string,
+  signal: AbortSignal | undefined,
+): Promise<StagedTree> {
+  const asRoot = process.getuid?.() === 0;
+  const tar = spawnTool(
+    'tar',
+    [
+      '--extract',
+      '--file=-',
+      `--directory=${staging}`,
+      // One line per member, before it is extracted: type, then name and link target as stored.
+      '--verbose',
+      '--verbose',
+      '--block-number',
+      '--quoting-style=c',
+      '--numeric-owner',
+      asRoot ? '--same-owner' : '--no-same-owner',
+      '--preserve-permissions',
+      '--delay-directory-restore',
+    ],
+    {
+      stdio: ['pipe', 'pipe'],
+      signal,
+      debianPackage: TAR_DEBIAN_PACKAGE,
+      // The listing's and the errors' wording is parsed: tar's own, untranslated.
+      env: { LC_ALL: 'C' },
+    },
+  );
+  const listing = new MemberListing(() => tar.kill());
+  const stdout = tar.child.stdout!;
+  stdout.on('data', (chunk: Buffer) => listing.push(chunk));
+  const listed = streamClosed(stdout);
+  const fed = source.compression
+    ? startUnpacker(source, tar, signal ?? new AbortController().signal).then(
+        (unpacker) => feedToolThrough(source.stream, unpacker, tar),
+        (err: unknown) => {
+          tar.kill();
+          throw err;
+        },
+      )
+    : feedTool(source.stream, tar);
+  const [extracted] = await Promise.allSettled([fed]);
+  await listed;
+  listing.finish();
+  if (listing.unsafe) throw listing.unsafe;
+  if (extracted.status === 'rejected') throw tarFailure(extracted.reason);
+  if (!listing.sawEndMarker) {
+    throw new ArtifactCorruptError('the mount archive is truncated: it lacks the end-of-archive marker');
   }
+  // tar gave the staging directory the archive's `./` entry: that is for the mount root.
+  const rootMeta = listing.hasRoot ? dirMeta(await lstat(staging)) : undefined;
+  await chmod(staging, 0o700);
+  const topLevelDirs = await checkStagedTree(staging, asRoot, signal);
+  return { entries: listing.entries, rootMeta, topLevelDirs };
+}
+
+function dirMeta(st: Stats): DirMeta {
+  return { mode: st.mode & 0o7777, mtime: st.mtime, uid: st.uid, gid: st.gid };
+}
+
+/**
+ * What a failure of tar means: a `..` member it refused (UnsafeArchiveEntryError), a corrupt or
+ * cut archive (ArtifactCorruptError), or else its own error as is (ToolFailedError with its stderr).
+ */
+function tarFailure(err: unknown): unknown {
+  if (!(err instanceof ToolFailedError) || !err.message.startsWith('tar ')) return err;
+  const dotDot = /tar: (.*): Member name contains '\.\.'/.exec(err.message);
+  if (dotDot) return new UnsafeArchiveEntryError(unquoteListed(dotDot[1]!), 'the path contains ".."');
+  const corrupt =
+    /tar: (Unexpected EOF in archive|This does not look like a tar archive|Skipping to next header|Damaged tar archive|Malformed extended header.*|Archive contains .*|Archive value .*|Archive signed base-64 .*|A lone zero block.*)/.exec(
+      err.message,
+    );
+  if (corrupt) {
+    const why = corrupt[1]!;
+    return new ArtifactCorruptError(
+      `the mount archive is corrupt: ${why.charAt(0).toLowerCase()}${why.slice(1)}`,
+      { cause: err },
+    );
+  }
+  return err;
+}
+
+/**
+ * Reads tar's `-vv --block-number --quoting-style=c` listing line by line and checks each member
+ * (see extractMountArchive). A line is `block <n>: <type><mode> <uid>/<gid> <size> <date> <time>
+ * "<name>"`, with ` -> "<target>"` for a symlink and ` link to "<target>"` for a hard link, or
+ * `block <n>: ** Block of NULs **` at the end-of-archive marker (`** End of File **` when the
+ * archive ends without one): GNU tar's src/list.c `print_header` and `read_and`.
+ */
+class MemberListing {
+  entries = 0;
+  hasRoot = false;
+  sawEndMarker = false;
+  /** The first entry refused; set once. */
+  unsafe: UnsafeArchiveEntryError | undefined;
+  /** Symlinks the archive made so far, as relative paths. */
+  private readonly symlinks = new Set<string>();
+  private carry = '';
+
+  /** @param onUnsafe called once, at the first entry refused (it stops tar). */
+  constructor(private readonly onUnsafe: () => void) {}
+
+  push(chunk: Buffer): void {
+    // latin1: one character per byte, so that a name's bytes come back exactly (readCQuoted).
+    const lines = (this.carry + chunk.toString('latin1')).split('\n');
+    this.carry = lines.pop() ?? '';
+    for (const line of lines) this.line(line);
+  }
+
+  finish(): void {
+    if (this.carry !== '') this.line(this.carry);
+    this.carry = '';
+  }
+
+  private line(line: string): void {
+    if (this.unsafe) return;
+    try {
+      this.check(line);
+    } catch (err) {
+      // Never thrown on: this runs in a 'data' handler.
+      this.unsafe =
+        err instanceof UnsafeArchiveEntryError
+          ? err
+          : new UnsafeArchiveEntryError(line, `tar's listing of it could not be read: ${String(err)}`);
+      this.onUnsafe();
+    }
+  }
+
+  private check(line: string): void {
+    // A member's line may begin with a prefix of its own and then the marker's (on garbage: `block 1: block 9: ** End of File **`).
+    const body = line.replace(/^(block \d+: )+/, '');
+    if (body.startsWith('** Block of NULs **')) {
+      this.sawEndMarker = true;
+      return;
+    }
+    if (body.startsWith('** ')) return;
+    const quote = body.indexOf('"');
+    if (quote < 0) throw new UnsafeArchiveEntryError(body, 'tar listed a member envsnap cannot read');
+    const [name, after] = readCQuoted(body, quote);
+    const type = body.charAt(0);
+    this.entries++;
+    if (type === 'h') throw new UnsafeArchiveEntryError(name, 'hard links are not restored');
+    const special = ({ c: 'character-device', b: 'block-device', p: 'fifo' } as Record<string, string>)[type];
+    if (special) throw new UnsafeArchiveEntryError(name, `${special} entries are not restored`);
+    if (type !== '-' && type !== 'C' && type !== 'd' && type !== 'l') {
+      throw new UnsafeArchiveEntryError(name, `unsupported entry type ${type}`);
+    }
+    const parts = entryParts(name);
+    if (parts.length === 0) {
+      if (type !== 'd') throw new UnsafeArchiveEntryError(name, 'the root entry must be a directory');
+      this.hasRoot = true;
+      return;
+    }
+    if (isReserved(parts[0]!)) throw new UnsafeArchiveEntryError(name, 'the name is reserved for envsnap');
+    const rel = parts.join('/');
+    if (this.symlinks.size > 0) {
+      let prefix = '';
+      for (let i = 0; i < parts.length - 1; i++) {
+        prefix = i === 0 ? parts[0]! : `${prefix}/${parts[i]!}`;
+        if (this.symlinks.has(prefix))
+          throw new UnsafeArchiveEntryError(name, 'a parent directory is a symlink');
+      }
+      // tar would replace a symlink it made late (through a placeholder) after this entry.
+      if (this.symlinks.has(rel))
+        throw new UnsafeArchiveEntryError(name, 'an earlier entry made it a symlink');
+    }
+    if (type === 'l') {
+      const arrow = body.indexOf(' -> "', after);
+      const target = arrow === after ? readCQuoted(body, arrow + 4)[0] : '';
+      if (target === '') throw new UnsafeArchiveEntryError(name, 'symlink without a target');
+      this.symlinks.add(rel);
+    }
+  }
+}
+
+/** C escapes of GNU's quotearg `c` style, by the letter after the backslash. */
+const C_ESCAPES: Record<string, number> = { a: 7, b: 8, f: 12, n: 10, r: 13, t: 9, v: 11 };
+
+/**
+ * Reads the C-quoted string that starts at `s[at]` (a `"`) in a line read as latin1; returns it
+ * decoded as UTF-8, and the index after its closing quote.
+ */
+function readCQuoted(s: string, at: number): [string, number] {
+  const bytes: number[] = [];
+  let i = at + 1;
+  while (i < s.length) {
+    const c = s.charAt(i);
+    if (c === '"') return [Buffer.from(bytes).toString('utf8'), i + 1];
+    if (c !== '\\') {
+      bytes.push(s.charCodeAt(i) & 0xff);
+      i++;
+      continue;
+    }
+    const e = s.charAt(i + 1);
+    const octal = /^[0-7]{1,3}/.exec(s.slice(i + 1, i + 4));
+    if (octal) {
+      bytes.push(parseInt(octal[0], 8) & 0xff);
+      i += 1 + octal[0].length;
+    } else {
+      bytes.push(C_ESCAPES[e] ?? e.charCodeAt(0) & 0xff);
+      i += 2;
+    }
+  }
+  throw new UnsafeArchiveEntryError(s, 'tar listed a member envsnap cannot read');
+}
+
+/** A name as tar's error messages quote it (`"name"` in the `c` style), unquoted. */
+function unquoteListed(name: string): string {
+  return name.startsWith('"') ? readCQuoted(name, 0)[0] : name;
+}
+
+/**
+ * Walks the staged tree (a `readdir` per directory, no `stat` per file): refuses anything but
+ * files, directories and symlinks, and reserved top-level names; returns the top-level
+ * directories' mtimes. A directory a non-root agent cannot read (tar gave it its archived mode,
+ * e.g. 0) is not walked: the listing's checks covered its members.
+ */
+async function checkStagedTree(
+  staging: string,
+  asRoot: boolean,
+  signal: AbortSignal | undefined,
+): Promise<Map<string, Date>> {
+  const top = new Map<string, Date>();
+  const pending = [''];
+  let lastTurn = performance.now();
+  for (let rel = pending.pop(); rel !== undefined; rel = pending.pop()) {
+    let list: Dirent[];
+    try {
+      list = readdirSync(rel === '' ? staging : join(staging, rel), { withFileTypes: true });
+    } catch (err) {
+      if (!asRoot && (err as NodeJS.ErrnoException).code === 'EACCES') continue;
+      throw err;
+    }
+    for (const d of list) {
+      const path = rel === '' ? d.name : `${rel}/${d.name}`;
+      if (rel === '' && isReserved(d.name)) {
+        throw new UnsafeArchiveEntryError(path, 'the name is reserved for envsnap');
+      }
+      if (d.isDirectory()) {
+        pending.push(path);
+        if (rel === '') top.set(d.name, lstatSync(join(staging, path)).mtime);
+      } else if (!d.isFile() && !d.isSymbolicLink()) {
+        throw new UnsafeArchiveEntryError(path, 'only files, directories and symlinks are restored');
+      }
+    }
+    if (performance.now() - lastTurn >= YIELD_MS) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      signal?.throwIfAborted();
+      lastTurn = performance.now();
+    }
+  }
+  return top;
+}
+
+/**
+ * Removes a staging directory, or the old tree a swap moved aside. Their directories may have the
+ * archived modes (0, or no write permission), which a non-root agent cannot remove from: those get
+ * u+rwx first.
+ */
+async function removeTree(top: string): Promise<void> {
+  try {
+    await rm(top, { recursive: true, force: true });
+    return;
+  } catch (err) {
+    if (process.getuid?.() === 0) throw err;
+  }
+  const dirs = [top];
+  for (let dir = dirs.pop(); dir !== undefined; dir = dirs.pop()) {
+    await chmod(dir, 0o700).catch(() => {});
+    const list = await readdir(dir, { withFileTypes: true }).catch(() => [] as Dirent[]);
+    for (const d of list) if (d.isDirectory()) dirs.push(join(dir, d.name));
+  }
+  await rm(top, { recursive: true, force: true });
 }
 
 /**
@@ -903,10 +1009,6 @@ export function entryParts(name: string): string[] {
   const parts = name.split('/').filter((part) => part !== '' && part !== '.');
   if (parts.includes('..')) throw new UnsafeArchiveEntryError(name, 'the path contains ".."');
   return parts;
-}
-
-function depth(rel: string): number {
-  return rel.split('/').length;
 }
 
 /** Removes `.envsnap-staging-*` directories that a killed restore left in `root`. */
@@ -945,6 +1047,6 @@ async function swapIn(root: string, staging: string, topLevelDirs: Map<string, D
   }
   // Moving a directory to a new parent may touch its mtime on some filesystems: set it again.
   for (const [name, mtime] of topLevelDirs) await lutimes(join(root, name), mtime, mtime).catch(() => {});
-  await rm(old, { recursive: true, force: true });
+  await removeTree(old);
   await rmdir(staging);
 }

@@ -28,7 +28,7 @@ import { checkKeyFor, type EncryptionKey } from './encryption.js';
 import type { EngineContext, ServiceTarget } from './engines/engine.js';
 import { drillMariadb } from './engines/mariadb-stats.js';
 import { drillPostgresql, recordedRowHash } from './engines/postgresql-stats.js';
-import type { ArchiveInput } from './engines/postgresql.js';
+import type { ArchiveInput } from './compression.js';
 import { drillRedis } from './engines/redis-stats.js';
 import { extractMountArchive, writeMountArchive } from './mount-archive.js';
 
@@ -99,29 +99,36 @@ export async function drillMountArtifact(
   artifact: WireArtifact,
   ctx: EngineContext,
 ): Promise<WireDrilledArtifact> {
-  return drillOne(deps, artifact, ctx, async ({ stream: raw }, checksums) => {
-    const scratch = join(ctx.workDir, 'drill-mount');
-    const cleanup = (): Promise<string> =>
-      rm(scratch, { recursive: true, force: true }).then(
-        () => '',
-        (err: unknown) => `could not remove the scratch directory ${scratch}: ${errorMessage(err)}`,
-      );
-    try {
-      await mkdir(scratch, { mode: 0o700 });
-      const { entries } = await extractMountArchive(raw, scratch, { signal: ctx.signal });
-      ctx.log(`mount ${mount.name}: ${entries} entries restored into a scratch directory`);
-      // The tree digest is all a drill needs of the archive: its bytes go nowhere.
-      const nowhere = new Writable({ write: (_chunk, _enc, cb) => cb() });
-      const result = await writeMountArchive(scratch, nowhere, {
-        signal: ctx.signal,
-        treeStats: checksums ? 'hash' : 'counts',
-      }).done;
-      return { stats: { tree: result.tree! }, cleanup: cleanup() };
-    } catch (err) {
-      await cleanup();
-      throw err;
-    }
-  });
+  return drillOne(
+    deps,
+    artifact,
+    ctx,
+    async (input, checksums) => {
+      const scratch = join(ctx.workDir, 'drill-mount');
+      const cleanup = (): Promise<string> =>
+        rm(scratch, { recursive: true, force: true }).then(
+          () => '',
+          (err: unknown) => `could not remove the scratch directory ${scratch}: ${errorMessage(err)}`,
+        );
+      try {
+        await mkdir(scratch, { mode: 0o700 });
+        // As a restore does: tar reads the artifact from its own decompressor.
+        const { entries } = await extractMountArchive(input, scratch, { signal: ctx.signal });
+        ctx.log(`mount ${mount.name}: ${entries} entries restored into a scratch directory`);
+        // The tree digest is all a drill needs of the archive: its bytes go nowhere.
+        const nowhere = new Writable({ write: (_chunk, _enc, cb) => cb() });
+        const result = await writeMountArchive(scratch, nowhere, {
+          signal: ctx.signal,
+          treeStats: checksums ? 'hash' : 'counts',
+        }).done;
+        return { stats: { tree: result.tree! }, cleanup: cleanup() };
+      } catch (err) {
+        await cleanup();
+        throw err;
+      }
+    },
+    true,
+  );
 }
 
 /**

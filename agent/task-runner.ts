@@ -713,6 +713,11 @@ export class TaskRunner {
           apply: async (raw) => {
             entries = (await extractMountArchive(raw, mount.path, { signal: ctx.signal })).entries;
           },
+          // tar reads the archive from the artifact's own decompressor: it never enters the agent.
+          applyCompressed: async (stream) => {
+            const input = { stream, compression: artifact.compression };
+            entries = (await extractMountArchive(input, mount.path, { signal: ctx.signal })).entries;
+          },
           encryption: this.encryption,
           signal: ctx.signal,
           onBytes: (n) => report(n),

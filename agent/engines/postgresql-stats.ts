@@ -37,7 +37,8 @@ import type { TableStats } from '../../shared/drill-stats.js';
 import { errorMessage, TaskAbortedError, ToolFailedError } from '../../shared/errors.js';
 import { feedToolThrough, runTool, spawnTool } from '../tool-process.js';
 import type { EngineContext, ServiceTarget } from './engine.js';
-import { conninfo, pgTool, startUnpacker, type ArchiveInput } from './postgresql.js';
+import { startUnpacker, type ArchiveInput } from '../compression.js';
+import { conninfo, pgTool } from './postgresql.js';
 import { drillName, POSTGRES_NAME_LIMIT } from './staging-names.js';
 
 /** How long dropping a drill's scratch database may take, ms (it is not tied to the task's signal). */

@@ -100,7 +100,7 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { errorMessage, TaskAbortedError, ToolFailedError } from '../../shared/errors.js';
-import { startDecompressor } from '../compression.js';
+import { startUnpacker, type ArchiveInput } from '../compression.js';
 import { feedToolThrough, isBrokenPipe, runTool, spawnTool, type ToolProcess } from '../tool-process.js';
 import { artifactFileName } from './artifact-name.js';
 import type {
@@ -610,35 +610,6 @@ export class PostgresqlEngine implements Engine {
       .split('\0')
       .map((name) => name.replace(/^\n/, ''))
       .filter((name) => name !== '');
-  }
-}
-
-/** What a restore or a drill reads: the raw archive, or the artifact as stored with its compression. */
-export interface ArchiveInput {
-  stream: Readable;
-  /** The stream's compression; absent: the stream is the raw archive. */
-  compression?: string;
-}
-
-/**
- * Starts the process that turns `input`'s bytes into the archive for `tool` (spawned with stdin
- * piped): the artifact's decompressor, or `cat` for a raw archive, with `tool`'s stdin as its
- * stdout. The agent's own end of that pipe is closed, so the archive goes from process to
- * process (`tool` sees its end when the unpacker exits). Rejects with ToolMissingError.
- */
-export async function startUnpacker(
-  input: ArchiveInput,
-  tool: ToolProcess,
-  signal: AbortSignal,
-): Promise<ToolProcess> {
-  const into = tool.child.stdin;
-  if (!into) throw new Error('the archive reader started without a stdin pipe');
-  try {
-    return input.compression
-      ? await startDecompressor(input.compression, signal, into)
-      : spawnTool('cat', [], { stdio: ['pipe', into], signal, debianPackage: 'coreutils' });
-  } finally {
-    into.destroy(); // the unpacker holds the pipe now
   }
 }
 

@@ -14,7 +14,7 @@ import { extractMountArchive } from '../../agent/mount-archive.js';
 /** What the child restores: a database unit through its engine, or a mount archive. */
 export type RestoreChildJob =
   | { kind: 'service'; service: ServiceTarget; unit: DumpUnit; file: string; workDir: string }
-  | { kind: 'mount'; file: string; root: string };
+  | { kind: 'mount'; file: string; root: string; compression?: string };
 
 /** The environment variable that carries the job (tests import only the type: importing this module runs it). */
 const RESTORE_CHILD_ENV = 'ENVSNAP_RESTORE_CHILD';
@@ -24,7 +24,8 @@ async function main(): Promise<void> {
   if (!raw) throw new Error(`${RESTORE_CHILD_ENV} is not set`);
   const job = JSON.parse(raw) as RestoreChildJob;
   if (job.kind === 'mount') {
-    await extractMountArchive(createReadStream(job.file), job.root);
+    const stream = createReadStream(job.file);
+    await extractMountArchive(job.compression ? { stream, compression: job.compression } : stream, job.root);
   } else {
     await engineFor(job.service.kind).restore(job.service, job.unit, createReadStream(job.file), {
       signal: new AbortController().signal,

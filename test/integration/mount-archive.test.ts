@@ -21,6 +21,7 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -34,7 +35,12 @@ import {
 } from '../../agent/mount-archive.js';
 import { makeMountTree } from '../helpers/datasets.js';
 import { treeFingerprint } from '../helpers/fingerprints.js';
-import { ArtifactCorruptError, TaskAbortedError, UnsafeArchiveEntryError } from '../../shared/errors.js';
+import {
+  ArtifactCorruptError,
+  TaskAbortedError,
+  ToolMissingError,
+  UnsafeArchiveEntryError,
+} from '../../shared/errors.js';
 
 interface Node {
   type: string;
@@ -283,17 +289,66 @@ describe('mount archive', function () {
         () => [{ header: { name: 'null', type: 'character-device', devmajor: 1, devminor: 3 } }],
       ],
       ['reserved name', () => [{ header: { name: '.envsnap-old-x/file' }, body: 'x' }]],
+      [
+        'reserved name of a directory',
+        () => [{ header: { name: '.envsnap-staging-x/', type: 'directory' } }],
+      ],
+      [
+        'symlink to a directory of the archive, then a file through it',
+        () => [
+          { header: { name: 'd/', type: 'directory' } },
+          { header: { name: 'link', type: 'symlink', linkname: 'd' } },
+          { header: { name: 'link/f' }, body: 'x' },
+        ],
+      ],
+      [
+        'symlink, then a directory of the same name',
+        () => [
+          { header: { name: 'link', type: 'symlink', linkname: outside } },
+          { header: { name: 'link/', type: 'directory' } },
+          { header: { name: 'link/f' }, body: 'x' },
+        ],
+      ],
+      [
+        'hard link to a file outside',
+        () => [{ header: { name: 'hard', type: 'link', linkname: '/etc/hostname' } }],
+      ],
+      ['block device', () => [{ header: { name: 'disk', type: 'block-device', devmajor: 7, devminor: 0 } }]],
+      ['a root entry that is a file', () => [{ header: { name: '.' }, body: 'x' }]],
     ];
     for (const [title, entries] of cases) {
-      it(title, async () => {
-        const tar = await tarBytes([{ header: { name: 'ok.txt' }, body: 'fine' }, ...entries()]);
-        await assert.rejects(extractMountArchive(Readable.from([tar]), dest), UnsafeArchiveEntryError);
-        assert.deepEqual(await snapshot(dest), before);
-        await noLeftovers(dest);
-        assert.deepEqual(await readdir(outside), []);
-        assert.equal(existsSync(join(tmp, 'evil')), false);
-      });
+      for (const compression of [undefined, 'zstd']) {
+        it(`${title}${compression ? ` (${compression}, into tar)` : ''}`, async () => {
+          const tar = await tarBytes([{ header: { name: 'ok.txt' }, body: 'fine' }, ...entries()]);
+          const input = compression
+            ? { stream: Readable.from([execFileSync('zstd', ['-q', '-c'], { input: tar })]), compression }
+            : Readable.from([tar]);
+          await assert.rejects(extractMountArchive(input, dest), UnsafeArchiveEntryError);
+          assert.deepEqual(await snapshot(dest), before);
+          await noLeftovers(dest);
+          assert.deepEqual(await readdir(outside), []);
+          assert.equal(existsSync(join(tmp, 'evil')), false);
+        });
+      }
     }
+
+    it('names the entry refused', async () => {
+      const tar = await tarBytes([
+        { header: { name: 'ok.txt' }, body: 'fine' },
+        { header: { name: 'sub/näme "x"\nline', type: 'link', linkname: 'ok.txt' } },
+      ]);
+      await assert.rejects(
+        extractMountArchive(Readable.from([tar]), dest),
+        (err: Error) =>
+          err instanceof UnsafeArchiveEntryError &&
+          err.message === 'refusing archive entry "sub/näme "x"\nline": hard links are not restored',
+      );
+      const dotDot = await tarBytes([{ header: { name: 'a/../../evil' }, body: 'x' }]);
+      await assert.rejects(
+        extractMountArchive(Readable.from([dotDot]), dest),
+        /"a\/\.\.\/\.\.\/evil": the path contains/,
+      );
+    });
 
     it('a truncated archive (cut inside a file, or without its end marker) and garbage', async () => {
       const src = join(tmp, 'src');
@@ -342,24 +397,53 @@ describe('mount archive', function () {
     const tar = await tarBytes([
       { header: { name: 'x' }, body: 'one' },
       { header: { name: 'x' }, body: 'two' },
-      { header: { name: 'd/', type: 'directory' } },
-      { header: { name: 'd/f' }, body: 'in d' },
-      { header: { name: 'd' }, body: 'now a file' },
-      { header: { name: 's', type: 'symlink', linkname: outside } },
-      { header: { name: 's/', type: 'directory' } },
-      { header: { name: 's/f' }, body: 'in the real directory s' },
+      { header: { name: 'e/', type: 'directory' } },
+      { header: { name: 'e' }, body: 'now a file' },
       { header: { name: 'l' }, body: 'file first' },
       { header: { name: 'l', type: 'symlink', linkname: '/etc/passwd' } },
+      { header: { name: 'm', type: 'symlink', linkname: outside } },
+      { header: { name: 'n/', type: 'directory', mode: 0o755 } },
+      { header: { name: 'n/f' }, body: 'in n' },
+      { header: { name: 'n/', type: 'directory', mode: 0o700 } },
     ]);
     const dest = join(tmp, 'mount');
     await extractMountArchive(Readable.from([tar]), dest);
     assert.equal(await readFile(join(dest, 'x'), 'utf8'), 'two');
-    assert.equal(await readFile(join(dest, 'd'), 'utf8'), 'now a file');
-    assert.ok((await lstat(join(dest, 's'))).isDirectory());
-    assert.equal(await readFile(join(dest, 's/f'), 'utf8'), 'in the real directory s');
+    assert.equal(await readFile(join(dest, 'e'), 'utf8'), 'now a file');
     assert.equal(await readlink(join(dest, 'l')), '/etc/passwd');
+    assert.equal(await readlink(join(dest, 'm')), outside);
+    assert.equal(await readFile(join(dest, 'n/f'), 'utf8'), 'in n');
+    assert.equal((await stat(join(dest, 'n'))).mode & 0o7777, 0o700);
     assert.deepEqual(await readdir(outside), []);
     await noLeftovers(dest);
+  });
+
+  it('refuses a later entry that replaces a directory with content or a symlink (GNU tar would not, or late)', async () => {
+    const outside = join(tmp, 'outside');
+    await mkdir(outside);
+    const dest = join(tmp, 'mount');
+    await mkdir(dest);
+    await writeFile(join(dest, 'keep.txt'), 'keep');
+    const before = await snapshot(dest);
+    for (const entries of [
+      [
+        { header: { name: 'd/', type: 'directory' as const } },
+        { header: { name: 'd/f' }, body: 'in d' },
+        { header: { name: 'd' }, body: 'now a file' },
+      ],
+      [
+        { header: { name: 's', type: 'symlink' as const, linkname: outside } },
+        { header: { name: 's' }, body: 'now a file' },
+      ],
+    ]) {
+      await assert.rejects(
+        extractMountArchive(Readable.from([await tarBytes(entries)]), dest),
+        /refusing|tar exited/,
+      );
+      assert.deepEqual(await snapshot(dest), before);
+      await noLeftovers(dest);
+      assert.deepEqual(await readdir(outside), []);
+    }
   });
 
   it('stops creating on abort and when the consumer goes away', async () => {
@@ -437,6 +521,83 @@ describe('mount archive', function () {
     input.destroy(new Error('the copy is missing'));
     await assert.rejects(extractMountArchive(input, root), /the copy is missing/);
     assert.deepEqual(await readdir(root), ['keep.txt']);
+  });
+
+  it('names the Debian package when tar is missing, leaving the mount as it was', async () => {
+    const dest = join(tmp, 'mount');
+    await mkdir(dest);
+    await writeFile(join(dest, 'keep.txt'), 'keep');
+    const before = await snapshot(dest);
+    const tar = await tarBytes([{ header: { name: 'f' }, body: 'x' }]);
+    const path = process.env.PATH;
+    process.env.PATH = join(tmp, 'no-tools-here');
+    try {
+      await assert.rejects(
+        extractMountArchive(Readable.from([tar]), dest),
+        (err: Error) =>
+          err instanceof ToolMissingError &&
+          /^tar not found/.test(err.message) &&
+          /package tar$/.test(err.hint ?? ''),
+      );
+    } finally {
+      process.env.PATH = path;
+    }
+    assert.deepEqual(await snapshot(dest), before);
+    await noLeftovers(dest);
+  });
+
+  it('keeps mode 0 on files and directories', async () => {
+    const src = join(tmp, 'src');
+    await mkdir(join(src, 'sub/locked'), { recursive: true });
+    await writeFile(join(src, 'sub/locked/f'), 'f');
+    await writeFile(join(src, 'nothing'), 'n');
+    for (const p of ['sub/locked/f', 'sub/locked', 'nothing']) await chmod(join(src, p), 0);
+    const file = join(tmp, 'a.tar');
+    await archiveTo(src, file);
+    const dest = join(tmp, 'dest');
+    for (const compression of [undefined, 'zstd']) {
+      const stream = compression
+        ? Readable.from([execFileSync('zstd', ['-q', '-c', file])])
+        : createReadStream(file);
+      await extractMountArchive(compression ? { stream, compression } : stream, dest);
+      assert.deepEqual(await snapshot(dest), await snapshot(src));
+    }
+  });
+
+  it('restores as a non-root user: modes kept (0 and setuid included), owners left, and again over a tree with a mode-0 directory', async () => {
+    const nobody = Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim());
+    const src = join(tmp, 'src');
+    await mkdir(join(src, 'sub/locked'), { recursive: true });
+    await writeFile(join(src, 'sub/locked/f'), 'f');
+    await writeFile(join(src, 'nothing'), 'n');
+    await writeFile(join(src, 'suid'), 's');
+    await symlink('sub/locked/f', join(src, 'link'));
+    await chmod(join(src, 'suid'), 0o4755);
+    for (const p of ['sub/locked/f', 'sub/locked', 'nothing']) await chmod(join(src, p), 0);
+    await utimes(join(src, 'sub'), 1_600_000_000, 1_600_000_000);
+    const file = join(tmp, 'a.tar');
+    await archiveTo(src, file);
+    await chmod(tmp, 0o755);
+    await chmod(file, 0o644);
+    const dest = join(tmp, 'mount');
+    await mkdir(dest);
+    await writeFile(join(dest, 'old.txt'), 'old');
+    execFileSync('chown', ['-R', 'nobody', dest]);
+    const job = JSON.stringify({ kind: 'mount', file, root: dest });
+    const child = fileURLToPath(new URL('../helpers/restore-child.js', import.meta.url));
+    const withoutOwners = (snap: Record<string, Node>) =>
+      Object.fromEntries(Object.entries(snap).map(([k, { uid: _u, gid: _g, ...rest }]) => [k, rest]));
+    for (let i = 0; i < 2; i++) {
+      const out = execFileSync('runuser', ['-u', 'nobody', '--', process.execPath, child], {
+        env: { ...process.env, ENVSNAP_RESTORE_CHILD: job },
+        encoding: 'utf8',
+      });
+      assert.match(out, /done/);
+      const after = await snapshot(dest);
+      assert.deepEqual(withoutOwners(after), withoutOwners(await snapshot(src)));
+      assert.ok(Object.values(after).every((n) => n.uid === nobody));
+      await noLeftovers(dest);
+    }
   });
 
   it('replaces the root content of a directory that is empty or missing', async () => {

@@ -6,7 +6,7 @@
  * restore killed mid-extract leaves the live tree as it was.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -64,6 +64,16 @@ async function waitFor(what: string, timeoutMs: number, check: () => Promise<boo
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Whether a running process has `text` in its command line (/proc/<pid>/cmdline). */
+async function processesMentioning(text: string): Promise<boolean> {
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(text)) return true;
+  }
+  return false;
 }
 
 async function killAndReap(child: ChildProcess): Promise<void> {
@@ -874,41 +884,53 @@ describe('safe restores', function () {
   });
 
   describe('mounts', () => {
-    it('leaves the live tree as it was when killed with SIGKILL mid-extract; the next restore removes the leftover staging directory', async () => {
-      const root = join(files, 'mount');
-      await makeMountTree(root);
-      // Enough data that the extraction takes a while: 48 files of 4 MiB.
-      await mkdir(join(root, 'bulk'));
-      for (let i = 0; i < 48; i++)
-        await writeFile(join(root, 'bulk', `f${i}.bin`), randomBytes(4 * 1024 * 1024));
-      const backup = await treeFingerprint(root);
-      const archive = join(files, 'files.tar');
-      const made = createMountArchive(root, {});
-      await Promise.all([pipeline(made.stream, createWriteStream(archive)), made.done]);
+    // Raw: the agent feeds tar. zstd: the decompressor writes into tar, as a restore of a stored artifact does.
+    for (const compression of [undefined, 'zstd'] as const) {
+      it(`leaves the live tree as it was when killed with SIGKILL mid-extract${compression ? ` (${compression} into tar)` : ''}; the next restore removes the leftover staging directory`, async () => {
+        const root = join(files, 'mount');
+        await makeMountTree(root);
+        // Enough data that the extraction takes a while: 48 files of 4 MiB.
+        await mkdir(join(root, 'bulk'));
+        for (let i = 0; i < 48; i++)
+          await writeFile(join(root, 'bulk', `f${i}.bin`), randomBytes(4 * 1024 * 1024));
+        const backup = await treeFingerprint(root);
+        const archive = join(files, 'files.tar');
+        const made = createMountArchive(root, {});
+        await Promise.all([pipeline(made.stream, createWriteStream(archive)), made.done]);
 
-      await rm(join(root, 'docs'), { recursive: true });
-      await writeFile(join(root, 'added.txt'), 'added after the backup\n');
-      const changed = await treeFingerprint(root);
-      const live = async (): Promise<unknown> =>
-        (await treeFingerprint(root)).filter((e) => !e.path.startsWith('.envsnap-'));
+        await rm(join(root, 'docs'), { recursive: true });
+        await writeFile(join(root, 'added.txt'), 'added after the backup\n');
+        const changed = await treeFingerprint(root);
+        const live = async (): Promise<unknown> =>
+          (await treeFingerprint(root)).filter((e) => !e.path.startsWith('.envsnap-'));
 
-      const { child, output } = startRestoreChild({ kind: 'mount', file: archive, root });
-      try {
-        await waitFor('files in the staging directory', 60_000, async () => {
-          const staging = (await readdir(root)).find((n) => n.startsWith('.envsnap-staging-'));
-          if (!staging) return false;
-          const bulk = await readdir(join(root, staging, 'bulk')).catch(() => []);
-          return bulk.length >= 4;
+        if (compression) execFileSync('zstd', ['-q', '-f', '-1', archive, '-o', `${archive}.zst`]);
+        const { child, output } = startRestoreChild({
+          kind: 'mount',
+          file: compression ? `${archive}.zst` : archive,
+          compression,
+          root,
         });
-      } finally {
-        await killAndReap(child);
-      }
-      assert.doesNotMatch(output(), /done/, 'the restore finished before it was killed');
-      assert.deepEqual(await live(), changed);
-      assert.ok((await readdir(root)).some((n) => n.startsWith('.envsnap-staging-')));
+        try {
+          await waitFor('files in the staging directory', 60_000, async () => {
+            const staging = (await readdir(root)).find((n) => n.startsWith('.envsnap-staging-'));
+            if (!staging) return false;
+            const bulk = await readdir(join(root, staging, 'bulk')).catch(() => []);
+            return bulk.length >= 4;
+          });
+        } finally {
+          await killAndReap(child);
+        }
+        assert.doesNotMatch(output(), /done/, 'the restore finished before it was killed');
+        assert.deepEqual(await live(), changed);
+        const staging = (await readdir(root)).find((n) => n.startsWith('.envsnap-staging-'));
+        assert.ok(staging);
+        // tar (and zstd) outlive the agent until their input ends, then exit on their own.
+        await waitFor('tar to exit', 30_000, async () => !(await processesMentioning(staging)));
 
-      await extractMountArchive(createReadStream(archive), root);
-      assert.deepEqual(await treeFingerprint(root), backup);
-    });
+        await extractMountArchive(createReadStream(archive), root);
+        assert.deepEqual(await treeFingerprint(root), backup);
+      });
+    }
   });
 });
