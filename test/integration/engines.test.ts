@@ -424,12 +424,15 @@ describe('engines', function () {
       );
     });
 
-    it('leaves the target untouched when the backup fails mid-transfer (a corrupt artifact), and detaches it', async () => {
+    /**
+     * A backup of `keys` 100-byte strings (big enough that a transfer is under way when its input
+     * fails or is cancelled), then a target holding only `precious` and its own masterauth.
+     */
+    async function bigBackupAndPreciousTarget(keys: number) {
       const engine = engineFor('redis');
-      // Big enough that the transfer is under way when the input fails.
       const big = source.client(9);
       await big.eval(
-        "for i = 1, 200000 do redis.call('SET', 'bulk:' .. i, string.rep('x', 100)) end return 1",
+        `for i = 1, ${keys} do redis.call('SET', 'bulk:' .. i, string.rep('x', 100)) end return 1`,
         0,
       );
       const units = await dumpAll(engine, service(source), ctx, files);
@@ -439,6 +442,11 @@ describe('engines', function () {
       await client.flushall();
       await client.set('precious', 'still here');
       await client.config('SET', 'masterauth', 'the-targets-own');
+      return { engine, units, client };
+    }
+
+    it('leaves the target untouched when the backup fails mid-transfer (a corrupt artifact), and detaches it', async () => {
+      const { engine, units, client } = await bigBackupAndPreciousTarget(200000);
       try {
         const file = join(files, 'dump.rdb');
         const size = (await stat(file)).size;
@@ -465,19 +473,7 @@ describe('engines', function () {
     });
 
     it('cancelled during the sync from the agent: TaskAbortedError, the target detached with its own masterauth, old data or the backup', async () => {
-      const engine = engineFor('redis');
-      const big = source.client(9);
-      await big.eval(
-        "for i = 1, 300000 do redis.call('SET', 'bulk:' .. i, string.rep('x', 100)) end return 1",
-        0,
-      );
-      const units = await dumpAll(engine, service(source), ctx, files);
-      await big.flushdb();
-      big.disconnect();
-      const client = target.client(0);
-      await client.flushall();
-      await client.set('precious', 'still here');
-      await client.config('SET', 'masterauth', 'the-targets-own');
+      const { engine, units, client } = await bigBackupAndPreciousTarget(300000);
       try {
         const abort = new AbortController();
         const slow = Readable.from(

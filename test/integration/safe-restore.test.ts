@@ -729,14 +729,25 @@ describe('safe restores', function () {
         client.disconnect();
       }
     });
-    it('killed with SIGKILL during the full sync: the watchdog detaches the target, which holds the old data or the backup, never half, and takes writes again', async () => {
+    /**
+     * Kills the restore child with SIGKILL while the target is a replica, then checks that the
+     * watchdog detached it with its own masterauth, holding the old data or the backup, never half.
+     * `fromAgent`: the backup records its source, so the agent serves the sync itself (no
+     * temporary server); else a temporary server does, and must be stopped by its watchdog too.
+     */
+    async function killDuringSync(fromAgent: boolean): Promise<void> {
       const service: ServiceTarget = {
         name: 'cache',
         kind: 'redis',
         connection: { host: server.host, port: server.port, password: server.password },
         databases: [],
       };
-      const unit: DumpUnit = { database: '', format: 'rdb', fileName: 'dump.rdb' };
+      const unit: DumpUnit = {
+        database: '',
+        format: 'rdb',
+        fileName: 'dump.rdb',
+        ...(fromAgent ? { redis: { databases: 16, modules: [] } } : {}),
+      };
       const client = server.client(0);
       const role = async (): Promise<string> =>
         /^role:(\w+)/m.exec(String(await client.info('replication')))?.[1] ?? '?';
@@ -752,20 +763,27 @@ describe('safe restores', function () {
         const { child, output } = startRestoreChild({ kind: 'service', service, unit, file, workDir: work });
         let temp: number | undefined;
         try {
-          await waitFor('the target to become a replica of the temporary server', 120_000, async () => {
-            temp ??= await tempServerOf(child.pid ?? -1);
-            return (await role()) === 'slave';
-          });
+          await waitFor(
+            `the target to become a replica of ${fromAgent ? 'the agent' : 'the temporary server'}`,
+            120_000,
+            async () => {
+              temp ??= await tempServerOf(child.pid ?? -1);
+              return (await role()) === 'slave';
+            },
+          );
+          assert.equal(temp === undefined, fromAgent, `temporary server: ${temp}`);
         } finally {
           await killAndReap(child);
         }
         assert.doesNotMatch(output(), /done/);
         await waitFor('the watchdog to detach the target', 30_000, async () => (await role()) === 'master');
-        await waitFor(
-          'the watchdog to stop the temporary server',
-          10_000,
-          async () => !(await alive(temp ?? -1)),
-        );
+        if (!fromAgent) {
+          await waitFor(
+            'the watchdog to stop the temporary server',
+            10_000,
+            async () => !(await alive(temp ?? -1)),
+          );
+        }
         await waitFor(
           "the watchdog to put the target's masterauth back",
           10_000,
@@ -788,69 +806,13 @@ describe('safe restores', function () {
         await client.flushall();
         client.disconnect();
       }
-    });
+    }
 
-    it('killed with SIGKILL while the agent itself serves the full sync: the watchdog detaches the target, which holds the old data or the backup, never half', async () => {
-      const service: ServiceTarget = {
-        name: 'cache',
-        kind: 'redis',
-        connection: { host: server.host, port: server.port, password: server.password },
-        databases: [],
-      };
-      // A backup that records its source: the agent sends the RDB itself, no temporary server.
-      const unit: DumpUnit = {
-        database: '',
-        format: 'rdb',
-        fileName: 'dump.rdb',
-        redis: { databases: 16, modules: [] },
-      };
-      const client = server.client(0);
-      const role = async (): Promise<string> =>
-        /^role:(\w+)/m.exec(String(await client.info('replication')))?.[1] ?? '?';
-      try {
-        await client.eval("for i = 1, 1500000 do redis.call('SET', 'bulk:' .. i, i) end return 1", 0);
-        const file = await dumpTo(service, unit);
-        const backupSize = await client.dbsize();
-        await client.set('marker', 'after the backup');
-        await client.del('bulk:7');
-        const changedSize = await client.dbsize();
-        await client.config('SET', 'masterauth', 'the-targets-own-masterauth');
+    it('killed with SIGKILL during the full sync: the watchdog detaches the target, which holds the old data or the backup, never half, and takes writes again', () =>
+      killDuringSync(false));
 
-        const { child, output } = startRestoreChild({ kind: 'service', service, unit, file, workDir: work });
-        try {
-          await waitFor(
-            'the target to become a replica of the agent',
-            120_000,
-            async () => (await role()) === 'slave',
-          );
-          assert.equal(await tempServerOf(child.pid ?? -1), undefined);
-        } finally {
-          await killAndReap(child);
-        }
-        assert.doesNotMatch(output(), /done/);
-        await waitFor('the watchdog to detach the target', 30_000, async () => (await role()) === 'master');
-        await waitFor(
-          "the watchdog to put the target's masterauth back",
-          10_000,
-          async () =>
-            ((await client.config('GET', 'masterauth')) as string[])[1] === 'the-targets-own-masterauth',
-        );
-        const marker = await client.get('marker');
-        if (marker === null) {
-          assert.equal(await client.dbsize(), backupSize);
-          assert.equal(await client.get('bulk:7'), '7');
-        } else {
-          assert.equal(marker, 'after the backup');
-          assert.equal(await client.exists('bulk:7'), 0);
-          assert.equal(await client.dbsize(), changedSize);
-        }
-        await client.set('writable', 'yes');
-      } finally {
-        await client.config('SET', 'masterauth', '');
-        await client.flushall();
-        client.disconnect();
-      }
-    });
+    it('killed with SIGKILL while the agent itself serves the full sync: the watchdog detaches the target, which holds the old data or the backup, never half', () =>
+      killDuringSync(true));
 
     it('refuses a target that is a replica (e.g. left so by a restore killed with its watchdog), before touching it', async () => {
       const service: ServiceTarget = {
