@@ -203,7 +203,7 @@ export function summarize(s: ArtifactStats): string {
 }
 
 /**
- * Normalizes stats decoded from the wire (proto-loader fills unset repeated fields with `[]` and
+ * Normalizes stats decoded from the wire (decoding fills unset repeated fields with `[]` and
  * unset messages with null) for an artifact of `kind`: databases get `tables`, Redis `keyspaces`,
  * mounts `tree`, even when empty; numbers become numbers.
  *

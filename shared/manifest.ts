@@ -85,7 +85,7 @@ export interface RedisSource {
 }
 
 /**
- * A Redis source from the wire (proto-loader gives an unset message as null), or undefined when
+ * A Redis source from the wire (an unset message decodes as null), or undefined when
  * unset or not usable (no `databases`).
  */
 export function redisSourceFromWire(w: unknown): RedisSource | undefined {

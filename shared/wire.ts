@@ -1,8 +1,8 @@
 /**
  * TypeScript shapes of the messages in `proto/envsnap/v1/envsnap.proto`, as
- * decoded by @grpc/proto-loader with the options in `proto.ts` (camelCase
- * fields, enums as strings, 64-bit integers as numbers, defaults filled in,
- * oneof field name in the property named after the oneof).
+ * decoded with the protobufjs options in `proto.ts`, those @grpc/proto-loader
+ * took (camelCase fields, enums as strings, 64-bit integers as numbers,
+ * defaults filled in, oneof field name in the property named after the oneof).
  *
  * The .proto file is the contract; this file only mirrors it for the compiler.
  */
