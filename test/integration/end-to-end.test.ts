@@ -303,6 +303,12 @@ describe('end to end: controller, agent and CLI', function () {
     assert.match(missing.stderr, /backup 0{20} not found/);
   });
 
+  it('backup:restore --yes of an unknown backup says so, with nothing asked of it first', async () => {
+    const r = await cluster.cli(['backup:restore', '0'.repeat(20), '--yes']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /backup 0{20} not found.*backup:list/);
+  });
+
   it('a corrupt byte in an artifact makes the restore refuse before any data is touched', async () => {
     await source.maria.query('UPDATE actor SET first_name = "CHANGED" WHERE actor_id = 1', 'sakila');
     const damaged = await mariadbFingerprint(source.maria, 'sakila');

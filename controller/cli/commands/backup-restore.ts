@@ -18,9 +18,12 @@ export function register(program: Command, run: Runner): void {
     .action((id: string, opts: { target?: string; yes?: boolean; wait: boolean }) =>
       run(async (client, globals) => {
         const backupId = checkId(id, 'backup');
-        const backup = await client.call<WireBackup>('GetBackup', { backupId });
-        const target = opts.target ?? backup.environment;
         if (!opts.yes) {
+          // The question names the backup's environment and time; with --yes nothing needs them
+          // before the restore starts (the controller reads the backup itself, with the same
+          // errors), so the CLI's first round trip is the restore's own.
+          const backup = await client.call<WireBackup>('GetBackup', { backupId });
+          const target = opts.target ?? backup.environment;
           const question = `Restoring backup ${backupId} (${backup.environment}, ${backup.created}) replaces the data of every service and mount of environment ${target}. Continue?`;
           if (!(await confirm(question, 'restore'))) {
             info(globals.quiet, 'Restore cancelled.');
@@ -40,7 +43,8 @@ export function register(program: Command, run: Runner): void {
           process.stderr.write(`error: restore of ${backupId} failed: ${done.error}\n`);
           return 1;
         }
-        process.stdout.write(`Restored backup ${backupId} into ${target}\n`);
+        // A restore's activity is of its target environment (jobs.ts, restoreBackup).
+        process.stdout.write(`Restored backup ${backupId} into ${opts.target ?? done.environment}\n`);
         return 0;
       }),
     );
