@@ -9,7 +9,7 @@
  * - the user doctor runs as (root sees files the agent's user may not);
  * - `work_dir`: exists (or can be created), is writable, has free space;
  * - the tools the node's services need, found on PATH, at supported versions
- *   (see tool-versions.ts), plus zstd and pigz;
+ *   (see tool-versions.ts), GNU tar for nodes with mounts, plus zstd and pigz;
  * - each service: its secret is readable, the server answers and accepts the credentials, the
  *   configured databases exist, and the tools match the server (pg_dump not older than the server,
  *   a MariaDB server not dumped with MySQL 8's mysqldump, a local redis-server that can load the
@@ -35,6 +35,7 @@ import { resolveConnection } from './secrets.js';
 import { probeService, type ServiceProbe } from './service-probe.js';
 import {
   COMPRESSION_TOOLS,
+  MOUNT_TOOLS,
   KIND_TOOLS,
   compareVersions,
   findTool,
@@ -215,7 +216,7 @@ interface ToolsResult {
   found: Map<string, ToolFinding>;
 }
 
-/** One line per tool the node's service kinds need, each tool once; zstd and pigz always. */
+/** One line per tool the node's service kinds and mounts need, each tool once; zstd and pigz always. */
 async function checkTools(work: NodeWork): Promise<ToolsResult> {
   const found = new Map<string, ToolFinding>();
   const checks: DoctorCheck[] = [];
@@ -232,6 +233,8 @@ async function checkTools(work: NodeWork): Promise<ToolsResult> {
     for (const req of KIND_TOOLS[kind] ?? [])
       add(req, `${kind}:${req.role}`, `${environment}/${service.name}`);
   }
+  for (const { environment, mount } of work.mounts)
+    for (const req of MOUNT_TOOLS) add(req, `mount:${req.role}`, `${environment}/${mount.name}`);
   for (const req of COMPRESSION_TOOLS) add(req, req.role, 'every artifact');
   const findings = await Promise.all(
     [...byName.values()].map(async (e) => ({ e, f: await findTool(e.req) })),
@@ -263,7 +266,7 @@ function toolCheck(f: ToolFinding, users: string[]): DoctorCheck {
       fix: `make sure it is the tool of the Debian package ${req.debianPackage}`,
     };
   }
-  const flavour = f.version.flavour ? ` (${f.version.flavour === 'mariadb' ? 'MariaDB' : 'MySQL'})` : '';
+  const flavour = { mariadb: ' (MariaDB)', mysql: ' (MySQL)', gnu: '' }[f.version.flavour ?? 'gnu'];
   const tooOld = req.minimum?.(f.version);
   if (tooOld)
     return {

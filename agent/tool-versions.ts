@@ -27,8 +27,8 @@ export interface ToolVersion {
   version: string;
   /** Numeric parts, for comparisons. */
   parts: number[];
-  /** MariaDB or MySQL build (client tools of those only). */
-  flavour?: 'mariadb' | 'mysql';
+  /** MariaDB or MySQL build (client tools of those only), or GNU tar. */
+  flavour?: 'mariadb' | 'mysql' | 'gnu';
 }
 
 /** One tool (or its alternative names) a service kind needs. */
@@ -75,9 +75,11 @@ export function compareVersions(a: readonly number[], b: readonly number[]): num
  * `mariadb-dump  Ver 10.19 Distrib 10.11.19-MariaDB, ...`, `mariadb-dump from 11.4.2-MariaDB, ...`,
  * `mysqldump  Ver 8.0.36 for Linux ...`, `pg_dump (PostgreSQL) 15.20 (Debian ...)`,
  * `redis-cli 7.0.15`, `Redis server v=7.0.15 sha=...`, `*** Zstandard CLI (64-bit) v1.5.4, ...`,
- * `pigz 2.6`.
+ * `pigz 2.6`, `tar (GNU tar) 1.34`.
  */
 export function parseToolVersion(line: string): ToolVersion | undefined {
+  const gnuTar = /\(GNU tar\) (\d+(?:\.\d+)+)/.exec(line);
+  if (gnuTar) return { version: gnuTar[1]!, parts: parts(gnuTar[1]!), flavour: 'gnu' };
   const mariadb = /(?:Distrib|from) (\d+\.\d+\.\d+)-MariaDB/.exec(line);
   if (mariadb) return { version: mariadb[1]!, parts: parts(mariadb[1]!), flavour: 'mariadb' };
   const mysqlDistrib = /Distrib (\d+\.\d+\.\d+)/.exec(line);
@@ -151,6 +153,23 @@ export const KIND_TOOLS: Record<'mariadb' | 'mysql' | 'postgresql' | 'redis', To
     },
   ],
 };
+
+/**
+ * Tools a node with mounts needs: GNU tar extracts mount archives on restore, and the agent reads
+ * its `-vv --block-number --quoting-style=c` listing (agent/mount-archive.ts; written against GNU
+ * tar 1.34, Debian 12), which other tars (bsdtar) do not print.
+ */
+export const MOUNT_TOOLS: ToolRequirement[] = [
+  {
+    role: 'tar',
+    names: ['tar'],
+    debianPackage: 'tar',
+    minimum: (v) =>
+      v.flavour === 'gnu'
+        ? atLeast('1.30', "mount restores read GNU tar's listing")(v)
+        : `not GNU tar (mount restores read GNU tar's listing)`,
+  },
+];
 
 /** Compression tools every node needs (backups and restores of any kind). */
 export const COMPRESSION_TOOLS: ToolRequirement[] = [

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import {
   COMPRESSION_TOOLS,
   KIND_TOOLS,
+  MOUNT_TOOLS,
   compareVersions,
   parseToolVersion,
 } from '../../agent/tool-versions.js';
@@ -27,6 +28,7 @@ describe('tool versions (doctor)', () => {
       ],
       ['*** Zstandard CLI (64-bit) v1.5.4, by Yann Collet ***', '1.5.4', undefined],
       ['pigz 2.6', '2.6', undefined],
+      ['tar (GNU tar) 1.34', '1.34', 'gnu'],
     ];
     for (const [line, version, flavour] of cases) {
       const v = parseToolVersion(line);
@@ -56,6 +58,10 @@ describe('tool versions (doctor)', () => {
       zstd.minimum!(parseToolVersion('*** zstd command line interface 64-bits v1.3.8, by Yann Collet ***')!)!,
       /older than 1\.4\.0/,
     );
+    const tar = MOUNT_TOOLS[0]!.minimum!;
+    assert.equal(tar(parseToolVersion('tar (GNU tar) 1.34')!), undefined);
+    assert.match(tar(parseToolVersion('tar (GNU tar) 1.29')!)!, /older than 1\.30/);
+    assert.match(tar(parseToolVersion('bsdtar 3.6.2 - libarchive 3.6.2 zlib/1.2.13')!)!, /not GNU tar/);
     assert.ok(compareVersions([15], [9, 6]) > 0 && compareVersions([9, 6], [9, 6, 0]) === 0);
   });
 });
