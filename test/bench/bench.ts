@@ -295,10 +295,19 @@ async function restoreCase(b: Bench, kind: Kind, s: BenchSizes, files: number): 
   const pipes = restores(b.raw, kind);
   const rawRuns = new Map<string, Usage[]>();
   const envs: EnvsnapRun[] = [];
+  // PostgreSQL: DROP DATABASE (both sides drop the database they replace) waits for a checkpoint,
+  // which writes out whatever the run before left dirty: without one untimed first, the second of
+  // a pair paid for the first's 600 MB load (envsnap's restore measured 1.40x after the raw one,
+  // 1.08-1.12x alternating with it; 2026-12-02, sixth session).
+  const settle = async (): Promise<void> => {
+    if (kind === 'postgresql') await b.raw.pg!.psql('CHECKPOINT');
+  };
   for (let i = 0; i < b.opts.repeat; i++) {
     for (const p of pipes.filter((x) => x.paired)) {
+      await settle();
       rawRuns.set(p.id, [...(rawRuns.get(p.id) ?? []), await runRaw(p)]);
       if (kind === 'redis') await changeRedis(b.raw.redis!);
+      await settle();
       const r = await b.envsnap.restore(backupId);
       logEnvsnap('envsnap restore', r);
       await verify(b, kind, s, files);
