@@ -191,7 +191,8 @@ export async function downloadAndApply(opts: {
   backupId: string;
   taskId: string;
   artifact: WireArtifact;
-  apply: (raw: Readable) => Promise<unknown>;
+  /** Called with the raw stream; needed unless `applyCompressed` is given. */
+  apply?: (raw: Readable) => Promise<unknown>;
   /** When set, called with the stored stream instead of `apply` with the raw one. */
   applyCompressed?: (stored: Readable) => Promise<unknown>;
   /** The agent's key; required (with a matching fingerprint) when the artifact is encrypted. */
@@ -201,6 +202,8 @@ export async function downloadAndApply(opts: {
   /** Read straight from this location (an S3 bucket) and key instead of through the controller. */
   direct?: { storage: StorageBackend; key: string };
 }): Promise<void> {
+  if (!opts.apply && !opts.applyCompressed)
+    throw new Error('downloadAndApply needs apply or applyCompressed');
   checkKeyFor(opts.artifact, opts.encryption);
   const dec = opts.applyCompressed
     ? undefined
@@ -239,7 +242,7 @@ export async function downloadAndApply(opts: {
   const raw = keepOutput(dec.child.stdout!, downloaded);
   await allOrFirstError(
     [
-      opts.apply(raw),
+      opts.apply!(raw),
       dec.wait(),
       ...(age ? [pipeline(age.child.stdout!, dec.child.stdin!), age.wait()] : []),
       downloaded,

@@ -710,9 +710,6 @@ export class TaskRunner {
           backupId: task.backupId,
           taskId: task.taskId,
           artifact,
-          apply: async (raw) => {
-            entries = (await extractMountArchive(raw, mount.path, { signal: ctx.signal })).entries;
-          },
           // tar reads the archive from the artifact's own decompressor: it never enters the agent.
           applyCompressed: async (stream) => {
             const input = { stream, compression: artifact.compression };
