@@ -266,7 +266,9 @@ function toolCheck(f: ToolFinding, users: string[]): DoctorCheck {
       fix: `make sure it is the tool of the Debian package ${req.debianPackage}`,
     };
   }
-  const flavour = { mariadb: ' (MariaDB)', mysql: ' (MySQL)', gnu: '' }[f.version.flavour ?? 'gnu'];
+  // GNU tar's version line says so already; a MariaDB or MySQL client's build is worth showing.
+  const flavour =
+    f.version.flavour === 'mariadb' ? ' (MariaDB)' : f.version.flavour === 'mysql' ? ' (MySQL)' : '';
   const tooOld = req.minimum?.(f.version);
   if (tooOld)
     return {
