@@ -289,6 +289,21 @@ describe('systemd readiness: sd_notify from the controller and the agent', funct
     return file;
   }
 
+  async function agentConfig(port: number): Promise<string> {
+    const file = path.join(tmp, `agent-${port}.yaml`);
+    await writeFile(
+      file,
+      stringify({
+        agent: {
+          node_id: 'node-1',
+          controller: `127.0.0.1:${port}`,
+          work_dir: path.join(tmp, `work-${port}`),
+        },
+      }),
+    );
+    return file;
+  }
+
   it('both units are Type=notify with NotifyAccess=all', async () => {
     for (const unit of units) {
       const text = await readFile(path.join(unitDir, unit), 'utf8');
@@ -321,15 +336,10 @@ describe('systemd readiness: sd_notify from the controller and the agent', funct
 
   it('the agent is ready once it tries to connect, then reports the connection in STATUS', async () => {
     const port = await freePort();
-    const agentFile = path.join(tmp, 'agent.yaml');
-    await writeFile(
-      agentFile,
-      stringify({
-        agent: { node_id: 'node-1', controller: `127.0.0.1:${port}`, work_dir: path.join(tmp, 'work') },
-      }),
-    );
     const from = listener.messages.length;
-    const agent = startBin('envsnap-agent', ['--config', agentFile], { NOTIFY_SOCKET: listener.socket });
+    const agent = startBin('envsnap-agent', ['--config', await agentConfig(port)], {
+      NOTIFY_SOCKET: listener.socket,
+    });
     children.push(agent);
     // No controller yet: ready anyway (a controller outage must not fail the agent's start).
     const ready = await listener.waitFor(
@@ -371,20 +381,9 @@ describe('systemd readiness: sd_notify from the controller and the agent', funct
     await chmod(path.join(bin, 'systemd-notify'), 0o755);
     const env = { NOTIFY_SOCKET: listener.socket, PATH: `${bin}${path.delimiter}${process.env.PATH ?? ''}` };
     const port = await freePort();
-    const agentFile = path.join(tmp, 'agent-slow.yaml');
-    await writeFile(
-      agentFile,
-      stringify({
-        agent: {
-          node_id: 'node-slow',
-          controller: `127.0.0.1:${port}`,
-          work_dir: path.join(tmp, 'work-slow'),
-        },
-      }),
-    );
     for (const [name, args] of [
       ['envsnap-controller', ['--config', await controllerConfig(port)]],
-      ['envsnap-agent', ['--config', agentFile]],
+      ['envsnap-agent', ['--config', await agentConfig(port)]],
     ] as const) {
       const from = listener.messages.length;
       const child = startBin(name, [...args], env);
