@@ -29,7 +29,7 @@
  * reading the archive straight from the artifact's decompressor (the archive does not pass through
  * the agent); the agent checks tar's listing of each member as it comes and the staged tree, then
  * swaps it in. It used tar-stream's extractor in the agent before, which cost two to three times the
- * CPU of `tar -x` (docs/benchmarks.md, "Mount restore with GNU tar").
+ * CPU of `tar -x` (docs/benchmarks-history.md, "Mount restore with GNU tar").
  */
 import {
   closeSync,
@@ -174,7 +174,7 @@ export function createMountArchive(
  * `into.write` with a callback, and a slab whose write has completed is filled again, so that the
  * walk uses SLABS_IN_FLIGHT + 1 slabs whatever the archive's size, where a stream needs a fresh
  * SLAB_BYTES buffer per slab (fresh memory costs a page fault per 4 KiB, and V8 collects garbage
- * more often as such buffers add up; docs/benchmarks.md, 2026-12-02). At most SLABS_IN_FLIGHT slabs wait in `into` at once: the
+ * more often as such buffers add up; docs/benchmarks-history.md, "Mount backup: where the agent's CPU goes"). At most SLABS_IN_FLIGHT slabs wait in `into` at once: the
  * walk waits for a write to complete, not for `into`'s buffer to drain, so that it fills the next
  * slab while the consumer takes the last one.
  *

@@ -63,7 +63,7 @@
  *      the first decompressor dies of a broken pipe once the first pg_restore has exited, and the
  *      second one decompresses the artifact again from its start. Moving the raw archive through
  *      the agent cost 2.7-4.1 s of agent CPU per 410 MB, beside a server that needs both cores
- *      (docs/benchmarks.md).
+ *      (docs/benchmarks-history.md, "PostgreSQL restore: where the time goes").
  *      Owners are kept (no `--no-owner`): the globals, restored first, bring the roles back. The
  *      split differs from one pg_restore run in one way: grants on tables and other objects
  *      (pre-data) are applied before the data, not after it, which matters only to a loading

@@ -151,7 +151,7 @@ const TEMP_SERVER_START_MS = 60_000;
  * accepts connections, then its `INFO` `loading` flag (ioredis's ready check). ioredis otherwise
  * sleeps the server's `loading_eta_seconds` between two looks (up to its `maxLoadingRetryTime`,
  * 10 s), and the first estimate of a load is far too long: 8 s of waiting for an RDB of 1M keys
- * that loaded in 2.2 s (docs/benchmarks.md, "Redis restore: where the time goes").
+ * that loaded in 2.2 s (docs/benchmarks-history.md, "Redis restore: where the time goes").
  */
 const TEMP_SERVER_POLL_MS = 50;
 
