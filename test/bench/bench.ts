@@ -295,12 +295,19 @@ async function restoreCase(b: Bench, kind: Kind, s: BenchSizes, files: number): 
   const pipes = restores(b.raw, kind);
   const rawRuns = new Map<string, Usage[]>();
   const envs: EnvsnapRun[] = [];
-  // PostgreSQL: DROP DATABASE (both sides drop the database they replace) waits for a checkpoint,
-  // which writes out whatever the run before left dirty: without one untimed first, the second of
-  // a pair paid for the first's 600 MB load (envsnap's restore measured 1.40x after the raw one,
-  // 1.08-1.12x alternating with it; 2026-12-02, sixth session).
+  // PostgreSQL: both sides start from the same state, untimed: a CHECKPOINT (DROP DATABASE, which
+  // both sides run, waits for one), then `sync`. The throwaway server runs with fsync=off, so a
+  // restore's load (about 1.1-1.3 GB of table, index and WAL) stays in the page cache as dirty pages
+  // for up to 30 s (vm.dirty_expire_centisecs), and the checkpoint writes none of them out (it
+  // wrote at most 7.5 MB, in 0.02-0.06 s). Without the sync the second restore of a pair started
+  // with the first's 1.1 GB still dirty and the first with none, and with one more load on top the
+  // kernel's background writeback (vm.dirty_background_ratio, 10 % of available memory) could start
+  // during the second only: once 1.35 GB were written during envsnap's restore (14.1 s against the
+  // raw's 9.8 s). The sync takes 1-2 s.
   const settle = async (): Promise<void> => {
-    if (kind === 'postgresql') await b.raw.pg!.psql('CHECKPOINT');
+    if (kind !== 'postgresql') return;
+    await b.raw.pg!.psql('CHECKPOINT');
+    await runCommand('sync', []);
   };
   for (let i = 0; i < b.opts.repeat; i++) {
     for (const p of pipes.filter((x) => x.paired)) {
