@@ -304,9 +304,11 @@ async function restoreCase(b: Bench, kind: Kind, s: BenchSizes, files: number): 
   // kernel's background writeback (vm.dirty_background_ratio, 10 % of available memory) could start
   // during the second only: once 1.35 GB were written during envsnap's restore (14.1 s against the
   // raw's 9.8 s). The sync takes 1-2 s.
+  // The other restores write their data through the page cache too (tar's 800 MB tree, the RDB,
+  // InnoDB's files): the same `sync` before each of them, so that neither side of a pair starts
+  // with the other's writes still dirty.
   const settle = async (): Promise<void> => {
-    if (kind !== 'postgresql') return;
-    await b.raw.pg!.psql('CHECKPOINT');
+    if (kind === 'postgresql') await b.raw.pg!.psql('CHECKPOINT');
     await runCommand('sync', []);
   };
   for (let i = 0; i < b.opts.repeat; i++) {
