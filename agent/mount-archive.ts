@@ -174,9 +174,10 @@ export function createMountArchive(
  * `into.write` with a callback, and a slab whose write has completed is filled again, so that the
  * walk uses SLABS_IN_FLIGHT + 1 slabs whatever the archive's size, where a stream needs a fresh
  * SLAB_BYTES buffer per slab (fresh memory costs a page fault per 4 KiB, and V8 collects garbage
- * more often as such buffers add up; docs/benchmarks-history.md, "Mount backup: where the agent's CPU goes"). At most SLABS_IN_FLIGHT slabs wait in `into` at once: the
- * walk waits for a write to complete, not for `into`'s buffer to drain, so that it fills the next
- * slab while the consumer takes the last one.
+ * more often as such buffers add up; docs/benchmarks-history.md, "Mount backup: where the agent's
+ * CPU goes"). At most SLABS_IN_FLIGHT slabs wait in `into` at once: the walk waits for a write to
+ * complete, not for `into`'s buffer to drain, so that it fills the next slab while the consumer
+ * takes the last one.
  *
  * `done` resolves once `into` has finished (every byte handed on), and rejects when reading the
  * tree fails, when `signal` aborts (TaskAbortedError), when `stop` is called (with its reason), or

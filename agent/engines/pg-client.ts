@@ -4,8 +4,8 @@
  * On Debian and Ubuntu, `/usr/bin/psql` and its siblings are links to postgresql-common's
  * `pg_wrapper`, a Perl script that picks one installed version's binary and execs it. Its start
  * costs 30-50 ms on an idle machine and 0.1-0.9 s of wall on a loaded 2-core one (measured:
- * `pg_restore --version` through the link and straight; docs/benchmarks-history.md), and a PostgreSQL
- * backup or restore starts three to six of these tools one after another.
+ * `pg_restore --version` through the link and straight; docs/benchmarks-history.md), and a
+ * PostgreSQL backup or restore starts three to six of these tools one after another.
  *
  * envsnap always names the server through `PGHOST` (a service's connection needs a host or a
  * socket directory: shared/config.ts), and with `PGHOST` set and no `--cluster` argument
