@@ -31,11 +31,10 @@ import { EnvsnapBench, type BenchTargets } from './envsnap-runner.js';
 
 const MB = 1024 * 1024;
 
-/** VmHWM and VmRSS of `pid`, in MB. */
-function status(pid: number): { hwm: number; rss: number } {
-  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
-  return { hwm: Math.round(kb('VmHWM') / 1024), rss: Math.round(kb('VmRSS') / 1024) };
+/** VmRSS of `pid`, in MB. */
+function residentMb(pid: number): number {
+  const kb = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return Math.round(Number(kb ?? 0) / 1024);
 }
 
 /** `pid`'s resident memory in MB by kind of mapping: brk heap, other anonymous, file-backed. */
@@ -124,28 +123,21 @@ async function main(): Promise<void> {
     };
     const snapshotFile = (n: number): string | undefined =>
       snapshotsAt.has(n) ? path.resolve(`restore-memory.${n}.heapsnapshot`) : undefined;
-    const report = async (label: string, n: number): Promise<void> => {
-      const s = status(pid);
+    /** `peakMb`: the agent's VmHWM during the command (EnvsnapBench resets it before each one). */
+    const report = async (label: string, n: number, peakMb?: number): Promise<void> => {
       const r = residentByKind(pid);
       const heap = await v8Heap(snapshotFile(n));
+      const peak = peakMb === undefined ? '' : `peak ${Math.round(peakMb)} MB, `;
       console.log(
-        `${label.padEnd(11)} peak ${s.hwm} MB, RSS ${s.rss} MB (brk heap ${r.heap}, other anon ${r.anon}, file ${r.file})${heap}`,
+        `${label.padEnd(11)} ${peak}RSS ${residentMb(pid)} MB (brk heap ${r.heap}, other anon ${r.anon}, file ${r.file})${heap}`,
       );
     };
-    const measured = async (command: string[]): Promise<string> => {
-      writeFileSync(`/proc/${pid}/clear_refs`, '5');
-      const r = await bench.cluster.cli(command);
-      if (r.code !== 0) throw new Error(`${command.join(' ')} failed: ${r.stderr}`);
-      return r.stdout;
-    };
     await report('start', 0);
-    const out = await measured(['backup:create', '-e', `bench-${kind}`, '--yes', '--compression', 'zstd']);
-    const backupId = /Backup ID: (\S+)/.exec(out)?.[1];
-    if (!backupId) throw new Error(`backup:create printed no backup ID: ${out}`);
-    await report('backup', -1);
+    const backup = await bench.backup(`bench-${kind}`, 'zstd');
+    await report('backup', -1, backup.agentRssMb);
     for (let i = 1; i <= restores; i++) {
-      await measured(['backup:restore', backupId, '--yes']);
-      await report(`restore ${i}`, i);
+      const restore = await bench.restore(backup.backupId!);
+      await report(`restore ${i}`, i, restore.agentRssMb);
     }
   } finally {
     for (const stop of stops) await stop().catch(() => undefined);
